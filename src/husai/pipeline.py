@@ -1,0 +1,202 @@
+"""One function per workflow rule. Each takes the rule's input/output/params (Snakemake's named lists or any
+object with the same attributes), the whole config, and the rule name; writes its outputs atomically with
+a provenance block. workflow/scripts/*.py only hand Snakemake's objects to these (see husai.smk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from husai import activations as A
+from husai.checkpoint import load_seed, save_seed
+from husai.config import condition_id, conditions_by_id, load_yaml
+from husai.io import read_json, save_safetensors, sha256_file, write_json, write_text
+from husai.provenance import config_hash, git_sha, provenance
+
+
+def _toy_cfg(config):
+    from husai.toymodel import ToyModelConfig
+
+    fields = {k: v for k, v in config["model"].items() if k not in ("name", "kind")}
+    return ToyModelConfig(**fields)
+
+
+def train_model(input, output, params, config, rule):
+    from husai.toymodel import train_toy_model
+
+    cfg = _toy_cfg(config)
+    model, metrics = train_toy_model(cfg)
+    save_safetensors(output.weights, model.state_dict())
+    write_json(output.model_config, {"name": config["model"]["name"], "kind": config["model"]["kind"],
+                                     "toy": metrics["config"]})
+    metrics["weights_sha256"] = sha256_file(output.weights)
+    metrics["provenance"] = provenance(rule=rule, config=config, seed=cfg.seed)
+    write_json(output.metrics, metrics)
+    print(f"held-out accuracy {metrics['heldout_accuracy']:.4f} in {metrics['train_seconds']:.1f}s")
+
+
+def extract_shard(input, output, params, config, rule):
+    from husai.toymodel import all_pairs, load_model
+
+    cfg = _toy_cfg(config)
+    act = config["activations"]
+    shard, n_shards = int(params.shard), act["n_shards"]
+    seed = act["base_seed"] + shard
+    model = load_model(cfg, input.weights)
+    tokens, _ = all_pairs(cfg.p)
+    rows = A.shard_rows(len(tokens), n_shards, shard, seed)
+    acts = A.extract_hook(model, tokens[rows], act["hook"], act["position"])
+    A.write_shard(acts, tokens[rows], output.acts, output.tokens, output.info, {
+        "shard": shard, "n_shards": n_shards, "seed": seed, "hook": act["hook"], "position": act["position"],
+        "model_sha256": sha256_file(input.weights),
+        "provenance": provenance(rule=rule, config=config, inputs=[input.weights], seed=seed),
+    })
+
+
+def merge_activations(input, output, params, config, rule):
+    act = config["activations"]
+    out = {"acts": output.acts, "tokens": output.tokens, "split": output.split, "manifest": output.manifest,
+           "qc": output.qc}
+    manifest = A.merge_shards(list(input.infos), list(input.acts), list(input.tokens), out,
+                              heldout_fraction=act["heldout_fraction"], split_seed=act["split_seed"],
+                              qc_thresholds=act["qc"], extra_manifest={
+                                  "hook": act["hook"], "position": act["position"], "model": config["model"]["name"],
+                                  "model_sha256": sha256_file(input.weights),
+                                  "provenance": provenance(rule=rule, config=config, inputs=[input.weights]),
+                              })
+    qc = read_json(output.qc)
+    qc["provenance"] = provenance(rule=rule, config=config, inputs=list(input.acts))
+    write_json(output.qc, qc)
+    print(f"merged {manifest['shape']} rows; QC passed = {manifest['qc_passed']}")
+
+
+def _sae_and_train_cfg(config, condition: str):
+    from husai.training import TrainConfig
+
+    cond = conditions_by_id(config)[condition]
+    extra = {k: cond[k] for k in ("l1_coefficient", "aux_k_coefficient", "dead_after_steps") if k in cond}
+    return cond, extra, TrainConfig(**config["sae"]["training"])
+
+
+def train_condition(input, output, params, config, rule):
+    """Train every seed of one condition in one job and write each seed's checkpoint + train.json."""
+    from husai.saes import SAEConfig
+    from husai.training import per_seed_log, train_seed_batched
+
+    data = A.load_verified_dataset(input.manifest, input.qc)
+    cond, extra, tc = _sae_and_train_cfg(config, params.condition)
+    d_in = data["train"].shape[1]
+    sae_cfg = SAEConfig(architecture=cond["architecture"], d_in=d_in, d_sae=cond["width"], k=cond["k"], **extra)
+    seeds = list(config["sae"]["seeds"])
+    state = Path(params.state_dir) / "trainer_state.safetensors"
+    sae, log = train_seed_batched(sae_cfg, tc, data["train"], seeds, state_path=state)
+    meta = {"model_name": config["model"]["name"], "hook_name": config["activations"]["hook"],
+            "hook_head_index": None, "context_size": 3, "prepend_bos": False,
+            "husai": {"condition": params.condition, "manifest_sha256": sha256_file(input.manifest)}}
+    for s, seed in enumerate(seeds):
+        ckpt_dir = Path(output.weights[s]).parent
+        info = save_seed(sae, s, ckpt_dir, meta)
+        write_json(output.train[s], {
+            "condition": params.condition, "seed": seed, **info, "sae_config": sae_cfg.to_dict(),
+            "train_config": config["sae"]["training"], "log": per_seed_log(log, s),
+            "job": {"seeds_in_job": seeds, "seconds": log["seconds"], "seed_tokens": log["seed_tokens"],
+                    "resumed_from_step": log["resumed_from_step"], "data_scale": log["data_scale"]},
+            "provenance": provenance(rule=rule, config=config, inputs=[input.manifest, input.qc], seed=seed,
+                                     device=tc.device),
+        })
+    if state.exists():
+        state.unlink()
+    print(f"{params.condition}: {len(seeds)} seeds in {log['seconds']:.1f}s")
+
+
+def seed_metrics(input, output, params, config, rule):
+    from husai.evaluate import curve_summary, internal_metrics
+
+    train = read_json(input.train)
+    sae = load_seed(Path(input.weights).parent, expected_sha256=train["weights_sha256"])
+    data = A.load_verified_dataset(input.manifest, input.qc)
+    m = internal_metrics(sae, data["heldout"])
+    m.update({"condition": train["condition"], "seed": train["seed"], "training_curve": curve_summary(train["log"]),
+              "provenance": provenance(rule=rule, config=config, seed=train["seed"],
+                                       inputs=[input.weights, input.train, input.manifest],
+                                       formulas=m["formula_versions"])})
+    write_json(output.metrics, m)
+
+
+def consistency(input, output, params, config, rule):
+    from husai.consistency_report import condition_consistency, pairwise_figure
+
+    policy = load_yaml(config["policy"])
+    decoders, seeds = [], []
+    for w, t in zip(input.weights, input.train, strict=True):
+        train = read_json(t)
+        sae = load_seed(Path(w).parent, expected_sha256=train["weights_sha256"])
+        decoders.append(sae.W_dec_SFD[0].detach().double())
+        seeds.append(train["seed"])
+    cfg = {**config["consistency"], "lcb_confidence": policy["lcb_confidence"]}
+    report = condition_consistency(decoders, seeds, cfg)
+    report["condition"] = params.condition
+    report["provenance"] = provenance(rule=rule, config=config, seed=seeds, inputs=list(input.weights),
+                                      formulas=report["formula_versions"])
+    write_json(output.json, report)
+    pairwise_figure(report, f"{params.condition}: pairwise consistency over {len(seeds)} seeds", output.figure)
+
+
+def run_id(config) -> str:
+    return f"{config['run_name']}-{config_hash(config)[:8]}-{git_sha()[:8]}"
+
+
+def release_policy(input, output, params, config, rule):
+    from husai.gate import evaluate, render_markdown
+
+    policy = load_yaml(input.policy)
+    candidate = config["release"]["candidate"]
+    conditions = [condition_id(c) for c in config["sae"]["conditions"]]
+
+    def load(path):
+        return {"path": str(path), "data": read_json(path)} if path and Path(path).exists() else None
+
+    consistency_by = {Path(p).parent.name: load(p) for p in input.consistency}
+    seed_metrics_all = [load(p) for p in input.seed_metrics]
+    cand_metrics = [m for m in seed_metrics_all if m and m["data"]["condition"] == candidate]
+    evidence = {"qc": load(input.qc), "model_metrics": load(input.model_metrics),
+                "candidate_seed_metrics": cand_metrics or None,
+                "candidate_consistency": consistency_by.get(candidate), "consistency": consistency_by}
+    result = evaluate(policy, evidence, candidate, conditions)
+    all_inputs = [input.policy, input.qc, input.model_metrics, input.manifest, *input.seed_metrics,
+                  *input.consistency]
+    report = {
+        "policy_id": policy["policy_id"], "policy_version": policy["version"], "run_id": run_id(config),
+        "candidate": candidate, "candidate_rule": "pre-registered in config release/candidate",
+        **{k: result[k] for k in ("decision", "pass_all", "severity", "failed_checks")},
+        "gates": result["gates"], "multiple_testing": result["multiple_testing"],
+        "inputs": {str(p): sha256_file(p) for p in all_inputs if Path(p).exists()},
+        "provenance": provenance(rule=rule, config=config, inputs=all_inputs),
+    }
+    report["conditions"] = {c: _condition_summary(c, seed_metrics_all, consistency_by.get(c)) for c in conditions}
+    write_json(output.json, report)
+    write_text(output.md, render_markdown(report))
+    print(f"decision: {report['decision']} ({report['severity']}); failed: "
+          f"{[f['gate'] for f in report['failed_checks']]}")
+
+
+def _condition_summary(cond: str, seed_metrics_all, cons) -> dict:
+    ms = [m["data"] for m in seed_metrics_all if m and m["data"]["condition"] == cond]
+    out = {k: float(np.mean([m[k] for m in ms])) for k in ("explained_variance", "l0", "dead_fraction")} if ms else {}
+    if cons:
+        for name, st in cons["data"]["statistics"].items():
+            out[name] = st["trained"]["mean"]
+            out[f"{name}_chance"] = st[f"chance_{st['chance_reference']}"]["mean"]
+            out[f"{name}_delta_lcb"] = st["delta_vs_chance"]["lcb"]
+    return out
+
+
+def release_gate(input, output, params, config, rule):
+    report = read_json(input.json)
+    if report["decision"] != "promote":
+        lines = [f"  - {f['gate']}: {f['reason']}" for f in report["failed_checks"]]
+        raise SystemExit(f"release gate: decision = {report['decision']} ({report['severity']}), see "
+                         f"{input.json}\n" + "\n".join(lines))
+    write_text(output.ok, f"promote {report['run_id']}\n")
+    print(f"release gate: promote ({report['run_id']})")

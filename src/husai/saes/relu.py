@@ -1,0 +1,24 @@
+"""ReLU SAE with an L1 penalty (the 'standard' sae-lens architecture).
+
+The penalty is lambda * mean_b sum_f f_bf * ||W_dec_f|| / scale, where `scale` is the RMS distance of the
+training data to its mean, so lambda is dimensionless and comparable across hooks and models."""
+
+from __future__ import annotations
+
+import torch
+
+from husai.saes.base import BatchedSAE
+from husai.saes.registry import register
+
+
+@register("relu")
+class ReLUSAE(BatchedSAE):
+    architecture = "relu"
+    sae_lens_architecture = "standard"
+
+    def activation(self, pre_SBF: torch.Tensor) -> torch.Tensor:
+        return pre_SBF.relu()
+
+    def sparsity_loss(self, f_SBF: torch.Tensor, scale: float) -> torch.Tensor:
+        norms_SF = self.W_dec_SFD.norm(dim=2)
+        return self.cfg.l1_coefficient * (f_SBF * norms_SF.unsqueeze(1)).sum(dim=2).mean(dim=1) / scale

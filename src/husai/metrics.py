@@ -46,7 +46,7 @@ def formula_versions(*names: str) -> dict[str, str]:
 
 def _as_f64(x) -> torch.Tensor:
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.asarray(x))
+        x = torch.from_numpy(np.array(x, dtype=np.float64))
     return x.detach().to(torch.float64)
 
 

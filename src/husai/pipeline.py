@@ -29,7 +29,8 @@ def train_model(input, output, params, config, rule):
     model, metrics = train_toy_model(cfg)
     save_safetensors(output.weights, model.state_dict())
     write_json(output.model_config, {"name": config["model"]["name"], "kind": config["model"]["kind"],
-                                     "toy": metrics["config"]})
+                                     "toy": metrics["config"],
+                                     "provenance": provenance(rule=rule, config=config, seed=cfg.seed)})
     metrics["weights_sha256"] = sha256_file(output.weights)
     metrics["provenance"] = provenance(rule=rule, config=config, seed=cfg.seed)
     write_json(output.metrics, metrics)

@@ -89,16 +89,16 @@ class PreparedGemm:
         cl = engine.cl
         self.engine, self.method = engine, method
         self.M, self.N, self.K = shape
-        self._rows, self._ldc = padded[0], lds[2]
+        self._rows, self.ldc = padded[0], lds[2]
         mf = cl.mem_flags
         ctx = engine.ctx
         self._A = cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=A_host)
         self._B = cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=B_host)
-        self._C = cl.Buffer(ctx, mf.WRITE_ONLY, size=max(4, self._rows * self._ldc * 4))
+        self.c_buffer = cl.Buffer(ctx, mf.READ_WRITE, size=max(4, self._rows * self.ldc * 4))
         self._kernel = kernel
         self._global, self._local = global_size, local_size
-        self._args = (np.int32(self.M), np.int32(self.N), np.int32(self.K), *(np.int32(v) for v in lds),
-                      self._A, self._B, self._C)
+        self._kernel.set_args(np.int32(self.M), np.int32(self.N), np.int32(self.K), *(np.int32(v) for v in lds),
+                              self._A, self._B, self.c_buffer)
 
     @property
     def flops(self) -> float:
@@ -106,7 +106,6 @@ class PreparedGemm:
 
     def enqueue(self) -> Any:
         """Start the kernel without waiting; returns the event."""
-        self._kernel.set_args(*self._args)
         return self.engine.cl.enqueue_nd_range_kernel(self.engine.queue, self._kernel, self._global, self._local)
 
     def run(self) -> float:
@@ -118,8 +117,8 @@ class PreparedGemm:
 
     def read(self) -> np.ndarray:
         """Copy ``C`` back into a new host array and return its (M, N) part."""
-        out = np.empty((self._rows, self._ldc), dtype=np.float32)
-        self.engine.cl.enqueue_copy(self.engine.queue, out, self._C)
+        out = np.empty((self._rows, self.ldc), dtype=np.float32)
+        self.engine.cl.enqueue_copy(self.engine.queue, out, self.c_buffer)
         self.engine.queue.finish()
         return out if out.shape == (self.M, self.N) else out[: self.M, : self.N]
 
@@ -133,14 +132,14 @@ class GemmEngine:
         self.cl, self.info = cl, info
         self.ctx, self.queue = open_device(info)
         self.device = self.ctx.devices[0]
-        self._kernels: dict[tuple[str, str], Any] = {}
+        self._programs: dict[tuple[str, str], Any] = {}
 
     def kernel(self, name: str, source: str, options: str = "") -> Any:
+        """A fresh kernel object (own arguments) from a program built once per (source, options)."""
         key = (source, options)
-        if key not in self._kernels:
-            program = self.cl.Program(self.ctx, source).build(options=options)
-            self._kernels[key] = self.cl.Kernel(program, name)
-        return self._kernels[key]
+        if key not in self._programs:
+            self._programs[key] = self.cl.Program(self.ctx, source).build(options=options)
+        return self.cl.Kernel(self._programs[key], name)
 
     def tiled_shape(self, params: TiledParams) -> tuple[int, int, int]:
         """(rows_per_item, vectors_per_item, vector_width) after resolving the automatic width."""

@@ -6,9 +6,33 @@ localrules:
     check_release,
 
 
+rule select_candidate:
+    input:
+        policy=config["policy"],
+        seed_metrics=[f for c in CONDITIONS for f in seed_files("metrics.json", condition=c)],
+        consistency=expand(f"{CONS_DIR}/{{condition}}/consistency.json", condition=CONDITIONS),
+    output:
+        json="results/release/selected_candidate.json",
+    params:
+        candidate=config["release"]["candidate"],
+    log:
+        "results/logs/select_candidate.log",
+    benchmark:
+        "results/benchmarks/select_candidate.tsv"
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../workflow/scripts/select_candidate.py"
+
+
 rule release_policy:
     input:
         policy=config["policy"],
+        selection=rules.select_candidate.output.json,
         qc=rules.merge_activations.output.qc,
         manifest=rules.merge_activations.output.manifest,
         model_metrics=rules.train_model.output.metrics,

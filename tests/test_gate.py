@@ -31,13 +31,16 @@ def _evidence(ev=0.95, dead=0.05, acc=1.0, delta=0.3, qc=True, n_seeds=5):
         "candidate_seed_metrics": seeds,
         "candidate_consistency": _consistency(delta),
         "consistency": {"cand": _consistency(delta)},
+        "selection": {"path": "sel.json", "data": {"selected": "cand", "pareto_front": ["cand"],
+                                                   "groups": [{"condition": "cand"}], "dropped": []}},
     }
 
 
 def test_all_good_promotes(policy):
     r = evaluate(policy, _evidence(), "cand", ["cand"])
     assert r["decision"] == "promote" and r["pass_all"] and r["severity"] == "SEV4"
-    assert {g["gate"] for g in r["gates"]} == {"data_qc", "model_learned", "reconstruction", "trained_vs_random"}
+    assert {g["gate"] for g in r["gates"]} == {"data_qc", "model_learned", "reconstruction", "trained_vs_random",
+                                                "candidate_selection"}
     for g in r["gates"]:
         assert {"value", "threshold", "basis", "pass", "reason"} <= set(g)
 
@@ -101,3 +104,14 @@ def test_markdown_lists_failures(policy):
     r.update(policy_id="p", policy_version=1, run_id="r", candidate="cand")
     md = render_markdown(r)
     assert "ITERATE" in md and "model_learned" in md and "Failed checks" in md
+
+
+def test_no_eligible_candidate_fails_selection_and_dependent_gates(policy):
+    ev = _evidence()
+    ev["selection"]["data"] = {"selected": None, "pareto_front": [], "groups": [{"condition": "cand"}],
+                               "dropped": [{"condition": "cand", "reasons": ["L0 not matched"]}]}
+    r = evaluate(policy, ev, None, ["cand"])
+    failed = {f["gate"] for f in r["failed_checks"]}
+    assert failed == {"candidate_selection", "reconstruction", "trained_vs_random"}
+    g = next(g for g in r["gates"] if g["gate"] == "reconstruction")
+    assert "no release candidate" in g["reason"]

@@ -128,3 +128,11 @@ def load_verified_dataset(manifest_path: str | Path, qc_path: str | Path) -> dic
     acts = arrays["acts"]
     return {"train": np.asarray(acts[~heldout]), "heldout": np.asarray(acts[heldout]), "tokens": arrays["tokens"],
             "heldout_mask": heldout, "manifest": manifest}
+
+
+def heldout_halves(heldout_ND: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split held-out rows into a 'selection' half and a 'report' half, deterministically from `seed`, so the
+    data that chooses a candidate is never the data that reports it."""
+    n = len(heldout_ND)
+    perm = np.random.default_rng([seed, 1]).permutation(n)
+    return np.asarray(heldout_ND[np.sort(perm[: n // 2])]), np.asarray(heldout_ND[np.sort(perm[n // 2:])])

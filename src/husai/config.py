@@ -77,7 +77,7 @@ def check_config(config: dict[str, Any], source: str = "config", policy: dict | 
         if cid in seen:
             raise ConfigError(f"{where}: duplicate condition {cid}")
         seen.add(cid)
-    if config["release"]["candidate"] not in seen:
+    if config["release"]["candidate"] != "auto" and config["release"]["candidate"] not in seen:
         raise ConfigError(f"{source}: release/candidate {config['release']['candidate']!r} is not one of the "
                           f"configured conditions {sorted(seen)}")
     if config["model"]["kind"] == "toy_modular_addition":

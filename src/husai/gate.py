@@ -93,7 +93,19 @@ def gate_trained_vs_random(spec, ev, bh):
     ], [cons["path"]])
 
 
-def evaluate(policy: dict, evidence: dict, candidate: str, conditions: list[str]) -> dict:
+def gate_candidate_selection(spec, ev):
+    sel = ev["selection"]["data"]
+    n_eligible = len(sel["groups"]) - len(sel["dropped"])
+    g = _gate("candidate_selection", spec, [
+        check("eligible_groups", n_eligible, 1, ">=", "point"),
+        check("selected_on_pareto_front", sel["selected"] in sel["pareto_front"], True, "==", "point"),
+    ], [ev["selection"]["path"]])
+    if sel["dropped"]:
+        g["dropped"] = sel["dropped"]
+    return g
+
+
+def evaluate(policy: dict, evidence: dict, candidate: str | None, conditions: list[str]) -> dict:
     """evidence: {'qc', 'model_metrics', 'candidate_consistency': {'path','data'} or None,
     'candidate_seed_metrics': list, 'consistency': {condition: {'path','data'}}}."""
     gates_spec = policy["gates"]
@@ -110,11 +122,14 @@ def evaluate(policy: dict, evidence: dict, candidate: str, conditions: list[str]
         "reconstruction": (lambda s: gate_reconstruction(s, evidence, conf), ["candidate_seed_metrics"]),
         "trained_vs_random": (lambda s: gate_trained_vs_random(s, evidence, bh_by_cond.get(candidate)),
                               ["candidate_consistency"]),
+        "candidate_selection": (lambda s: gate_candidate_selection(s, evidence), ["selection"]),
     }
     gates = []
     for name, spec in gates_spec.items():
         build, needs = builders[name]
         missing = [k for k in needs if not evidence.get(k)]
+        if candidate is None and name in ("reconstruction", "trained_vs_random"):
+            missing = ["no release candidate (selection found no eligible condition)"]
         if name == "reconstruction" and evidence.get("candidate_seed_metrics") is not None:
             n = len(evidence["candidate_seed_metrics"])
             if n < policy["min_seeds"]:

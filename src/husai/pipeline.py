@@ -117,7 +117,11 @@ def seed_metrics(input, output, params, config, rule):
     train = read_json(input.train)
     sae = load_seed(Path(input.weights).parent, expected_sha256=train["weights_sha256"])
     data = A.load_verified_dataset(input.manifest, input.qc)
-    m = internal_metrics(sae, data["heldout"])
+    select_rows, report_rows = A.heldout_halves(data["heldout"], config["activations"]["split_seed"])
+    # Selection reads the 'selection' half; everything reported (gates, tables) reads the other half.
+    m = internal_metrics(sae, report_rows)
+    m["selection"] = internal_metrics(sae, select_rows)
+    m["rows"] = "top-level metrics: the 'report' half of the held-out rows; 'selection': the other half"
     m.update({"condition": train["condition"], "seed": train["seed"], "training_curve": curve_summary(train["log"]),
               "provenance": provenance(rule=rule, config=config, seed=train["seed"],
                                        inputs=[input.weights, input.train, input.manifest],
@@ -144,6 +148,33 @@ def consistency(input, output, params, config, rule):
     pairwise_figure(report, f"{params.condition}: pairwise consistency over {len(seeds)} seeds", output.figure)
 
 
+def _condition_evidence(config, seed_metric_paths, consistency_paths) -> dict:
+    out = {cid: {"spec": spec, "seed_metrics": [], "consistency": None} for cid, spec in conditions_by_id(config).items()}
+    for p in seed_metric_paths:
+        m = read_json(p)
+        out[m["condition"]]["seed_metrics"].append(m)
+    for p in consistency_paths:
+        c = read_json(p)
+        out[c["condition"]]["consistency"] = c
+    return out
+
+
+def select_candidate(input, output, params, config, rule):
+    from husai.selection import select
+
+    policy = load_yaml(input.policy)
+    result = select(_condition_evidence(config, input.seed_metrics, input.consistency),
+                    {**policy["selection"], "min_seeds": policy["min_seeds"]},
+                    policy["lcb_confidence"])
+    pre = config["release"]["candidate"]
+    result["preregistered_candidate"] = None if pre == "auto" else pre
+    result["candidate"] = result["selected"] if pre == "auto" else pre
+    result["provenance"] = provenance(rule=rule, config=config,
+                                      inputs=[input.policy, *input.seed_metrics, *input.consistency])
+    write_json(output.json, result)
+    print(f"selected: {result['selected']}; dropped: {[d['condition'] for d in result['dropped']]}")
+
+
 def run_id(config) -> str:
     return f"{config['run_name']}-{config_hash(config)[:8]}-{git_sha()[:8]}"
 
@@ -152,7 +183,8 @@ def release_policy(input, output, params, config, rule):
     from husai.gate import evaluate, render_markdown
 
     policy = load_yaml(input.policy)
-    candidate = config["release"]["candidate"]
+    selection = read_json(input.selection)
+    candidate = selection["candidate"]
     conditions = [condition_id(c) for c in config["sae"]["conditions"]]
 
     def load(path):
@@ -163,13 +195,16 @@ def release_policy(input, output, params, config, rule):
     cand_metrics = [m for m in seed_metrics_all if m and m["data"]["condition"] == candidate]
     evidence = {"qc": load(input.qc), "model_metrics": load(input.model_metrics),
                 "candidate_seed_metrics": cand_metrics or None,
-                "candidate_consistency": consistency_by.get(candidate), "consistency": consistency_by}
+                "candidate_consistency": consistency_by.get(candidate), "consistency": consistency_by,
+                "selection": load(input.selection)}
     result = evaluate(policy, evidence, candidate, conditions)
-    all_inputs = [input.policy, input.qc, input.model_metrics, input.manifest, *input.seed_metrics,
+    all_inputs = [input.policy, input.qc, input.model_metrics, input.manifest, input.selection, *input.seed_metrics,
                   *input.consistency]
     report = {
         "policy_id": policy["policy_id"], "policy_version": policy["version"], "run_id": run_id(config),
-        "candidate": candidate, "candidate_rule": "pre-registered in config release/candidate",
+        "candidate": candidate, "released_seed": selection["selected_seed"] if candidate == selection["selected"]
+        else None, "candidate_rule": "pre-registered in config" if selection["preregistered_candidate"]
+        else f"policy selection ({selection['release_rule']} seed of the top-ranked Pareto-front group)",
         **{k: result[k] for k in ("decision", "pass_all", "severity", "failed_checks")},
         "gates": result["gates"], "multiple_testing": result["multiple_testing"],
         "inputs": {str(p): sha256_file(p) for p in all_inputs if Path(p).exists()},

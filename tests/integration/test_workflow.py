@@ -44,7 +44,9 @@ def test_release_policy_written_and_decision_follows_numbers(tiny_run):
     repo, work, res = tiny_run
     report = json.loads((work / "results/release/release_policy.json").read_text())
     assert {g["gate"] for g in report["gates"]} == {"data_qc", "model_learned", "reconstruction",
-                                                   "trained_vs_random"}
+                                                   "trained_vs_random", "candidate_selection"}
+    sel = json.loads((work / "results/release/selected_candidate.json").read_text())
+    assert report["candidate"] == sel["candidate"]
     failed_required = [g["gate"] for g in report["gates"] if g["required"] and g["status"] == "fail"]
     assert report["decision"] == ("iterate" if failed_required else "promote")
     assert [f["gate"] for f in report["failed_checks"]] == [g["gate"] for g in report["gates"]

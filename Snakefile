@@ -1,7 +1,10 @@
 # husai: seed-replicated SAE consistency studies ending in one release verdict.
 # Targets only; the stages live in rules/*.smk. See README.md for the user stories.
 
-configfile: "config/config.yaml"
+# The embedded default, unless --configfile names a study (configs are not merged with the default).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"

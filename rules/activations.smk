@@ -1,17 +1,22 @@
+# One job per shard extracts every configured hook in one forward pass; one merge per hook.
+
+
 rule extract_shard:
     input:
-        weights=rules.train_model.output.weights,
+        weights=MODEL_REF,
+        jsonl=TEXT_INPUT,
     output:
-        acts=f"{ACTS_DIR}/shards/shard{{shard}}.npy",
-        tokens=f"{ACTS_DIR}/shards/shard{{shard}}.tokens.npy",
-        info=f"{ACTS_DIR}/shards/shard{{shard}}.json",
+        acts=expand(f"results/activations/{MODEL}/{{hook}}/shards/shard{{{{shard}}}}.npy", hook=HOOKS),
+        tokens=expand(f"results/activations/{MODEL}/{{hook}}/shards/shard{{{{shard}}}}.tokens.npy", hook=HOOKS),
+        info=expand(f"results/activations/{MODEL}/{{hook}}/shards/shard{{{{shard}}}}.json", hook=HOOKS),
     params:
         shard="{shard}",
+        hooks=HOOKS,
         activations=config["activations"],
     log:
-        f"results/logs/{MODEL}/{HOOK}/extract_shard{{shard}}.log",
+        f"results/logs/{MODEL}/extract_shard{{shard}}.log",
     benchmark:
-        f"results/benchmarks/{MODEL}/{HOOK}/extract_shard{{shard}}.tsv"
+        f"results/benchmarks/{MODEL}/extract_shard{{shard}}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -24,10 +29,10 @@ rule extract_shard:
 
 rule merge_activations:
     input:
-        weights=rules.train_model.output.weights,
-        acts=expand(f"{ACTS_DIR}/shards/shard{{shard}}.npy", shard=range(N_SHARDS)),
-        tokens=expand(f"{ACTS_DIR}/shards/shard{{shard}}.tokens.npy", shard=range(N_SHARDS)),
-        infos=expand(f"{ACTS_DIR}/shards/shard{{shard}}.json", shard=range(N_SHARDS)),
+        weights=MODEL_REF,
+        acts=expand(f"{ACTS_DIR}/shards/shard{{shard}}.npy", shard=range(N_SHARDS), allow_missing=True),
+        tokens=expand(f"{ACTS_DIR}/shards/shard{{shard}}.tokens.npy", shard=range(N_SHARDS), allow_missing=True),
+        infos=expand(f"{ACTS_DIR}/shards/shard{{shard}}.json", shard=range(N_SHARDS), allow_missing=True),
     output:
         acts=f"{ACTS_DIR}/acts.npy",
         tokens=f"{ACTS_DIR}/tokens.npy",
@@ -35,11 +40,12 @@ rule merge_activations:
         manifest=f"{ACTS_DIR}/manifest.json",
         qc=f"{ACTS_DIR}/qc.json",
     params:
+        hook="{hook}",
         activations=config["activations"],
     log:
-        f"results/logs/{MODEL}/{HOOK}/merge_activations.log",
+        f"results/logs/{MODEL}/{{hook}}/merge_activations.log",
     benchmark:
-        f"results/benchmarks/{MODEL}/{HOOK}/merge_activations.tsv"
+        f"results/benchmarks/{MODEL}/{{hook}}/merge_activations.tsv"
     conda:
         "../envs/stats.yaml"
     threads: 1

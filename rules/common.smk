@@ -10,25 +10,40 @@ validate(config, "../config/schema/config.schema.yaml")
 check_config(config, source="config", policy=load_yaml(config["policy"]))
 
 MODEL = config["model"]["name"]
-HOOK = config["activations"]["hook"]
+HOOKS = list(config["activations"]["hooks"])
 SEEDS = list(config["sae"]["seeds"])
 CONDITIONS = [condition_id(c) for c in config["sae"]["conditions"]]
 N_SHARDS = config["activations"]["n_shards"]
 
 MODEL_DIR = f"results/model/{MODEL}"
-ACTS_DIR = f"results/activations/{MODEL}/{HOOK}"
-SAE_DIR = f"results/saes/{MODEL}/{HOOK}"
-CONS_DIR = f"results/consistency/{MODEL}/{HOOK}"
+IS_TOY = config["model"]["kind"] == "toy_modular_addition"
+CACHE = config.get("cache_dir", "cache")
+# What the activation rules depend on: the toy's trained weights, or the pretrained snapshot's manifest.
+MODEL_REF = f"{MODEL_DIR}/model.safetensors" if IS_TOY else f"{CACHE}/models/{MODEL}/manifest.json"
+MODEL_METRICS = f"{MODEL_DIR}/metrics.json"
+TEXT_JSONL = f"{CACHE}/text/{MODEL}.jsonl"
+TEXT_INPUT = [] if IS_TOY else [TEXT_JSONL]
+ACTS_DIR = f"results/activations/{MODEL}/{{hook}}"
+SAE_DIR = f"results/saes/{MODEL}/{{hook}}"
+CONS_DIR = f"results/consistency/{MODEL}/{{hook}}"
 RELEASE_GATE_OK = "results/release/release_gate.ok"
 
 
 wildcard_constraints:
-    model=re.escape(MODEL),
-    hook=re.escape(HOOK),
+    hook="|".join(re.escape(h) for h in HOOKS),
     condition="|".join(re.escape(c) for c in CONDITIONS),
     seed=r"\d+",
     shard=r"\d+",
 
 
-def seed_files(name, condition="{{condition}}"):
-    return expand(f"{SAE_DIR}/{condition}/seed{{seed}}/{name}", seed=SEEDS)
+def seed_files(name, hook="{hook}", condition="{condition}"):
+    """One file per seed of a condition; hook/condition stay wildcards unless given."""
+    return [f"results/saes/{MODEL}/{hook}/{condition}/seed{s}/{name}" for s in SEEDS]
+
+
+def all_seed_files(name):
+    return [f for h in HOOKS for c in CONDITIONS for f in seed_files(name, h, c)]
+
+
+def all_consistency():
+    return [f"results/consistency/{MODEL}/{h}/{c}/consistency.json" for h in HOOKS for c in CONDITIONS]

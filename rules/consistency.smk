@@ -11,12 +11,13 @@ rule consistency:
             labels={"condition": "{condition}"},
         ),
     params:
+        hook="{hook}",
         condition="{condition}",
         consistency=config["consistency"],
     log:
-        f"results/logs/{MODEL}/{HOOK}/{{condition}}/consistency.log",
+        f"results/logs/{MODEL}/{{hook}}/{{condition}}/consistency.log",
     benchmark:
-        f"results/benchmarks/{MODEL}/{HOOK}/{{condition}}/consistency.tsv"
+        f"results/benchmarks/{MODEL}/{{hook}}/{{condition}}/consistency.tsv"
     conda:
         "../envs/stats.yaml"
     threads: 1

@@ -9,8 +9,8 @@ localrules:
 rule select_candidate:
     input:
         policy=config["policy"],
-        seed_metrics=[f for c in CONDITIONS for f in seed_files("metrics.json", condition=c)],
-        consistency=expand(f"{CONS_DIR}/{{condition}}/consistency.json", condition=CONDITIONS),
+        seed_metrics=all_seed_files("metrics.json"),
+        consistency=all_consistency(),
     output:
         json="results/release/selected_candidate.json",
     params:
@@ -33,11 +33,11 @@ rule release_policy:
     input:
         policy=config["policy"],
         selection=rules.select_candidate.output.json,
-        qc=rules.merge_activations.output.qc,
-        manifest=rules.merge_activations.output.manifest,
-        model_metrics=rules.train_model.output.metrics,
-        seed_metrics=[f for c in CONDITIONS for f in seed_files("metrics.json", condition=c)],
-        consistency=expand(f"{CONS_DIR}/{{condition}}/consistency.json", condition=CONDITIONS),
+        qc=expand(f"results/activations/{MODEL}/{{hook}}/qc.json", hook=HOOKS),
+        manifest=expand(f"results/activations/{MODEL}/{{hook}}/manifest.json", hook=HOOKS),
+        model_metrics=MODEL_METRICS,
+        seed_metrics=all_seed_files("metrics.json"),
+        consistency=all_consistency(),
     output:
         json="results/release/release_policy.json",
         md="results/release/release_policy.md",

@@ -13,15 +13,16 @@ rule train_condition:
         cfg=seed_files("cfg.json"),
         train=seed_files("train.json"),
     params:
+        hook="{hook}",
         condition="{condition}",
         state_dir=f"{SAE_DIR}/{{condition}}",
         seeds=SEEDS,
         training=config["sae"]["training"],
         spec=lambda wc: [c for c in config["sae"]["conditions"] if condition_id(c) == wc.condition][0],
     log:
-        f"results/logs/{MODEL}/{HOOK}/{{condition}}/train_condition.log",
+        f"results/logs/{MODEL}/{{hook}}/{{condition}}/train_condition.log",
     benchmark:
-        f"results/benchmarks/{MODEL}/{HOOK}/{{condition}}/train_condition.tsv"
+        f"results/benchmarks/{MODEL}/{{hook}}/{{condition}}/train_condition.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -41,9 +42,9 @@ rule seed_metrics:
     output:
         metrics=f"{SAE_DIR}/{{condition}}/seed{{seed}}/metrics.json",
     log:
-        f"results/logs/{MODEL}/{HOOK}/{{condition}}/seed{{seed}}/seed_metrics.log",
+        f"results/logs/{MODEL}/{{hook}}/{{condition}}/seed{{seed}}/seed_metrics.log",
     benchmark:
-        f"results/benchmarks/{MODEL}/{HOOK}/{{condition}}/seed{{seed}}/seed_metrics.tsv"
+        f"results/benchmarks/{MODEL}/{{hook}}/{{condition}}/seed{{seed}}/seed_metrics.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 1

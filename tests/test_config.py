@@ -26,7 +26,7 @@ def test_default_config_and_policy_are_valid(cfg, policy):
     (lambda c: c["sae"]["conditions"][0].update(architecture="gatedx"), "sae/conditions/0/architecture"),
     (lambda c: c["sae"]["conditions"][0].update(k=999), "k=999 exceeds the SAE width d_sae=256"),
     (lambda c: c["sae"]["conditions"][0].update(lam=-1), "sae/conditions/0/lam"),
-    (lambda c: c["activations"].update(hook="blocks.7.hook_resid_post"), "blocks.7.hook_resid_post"),
+    (lambda c: c["activations"].update(hooks=["blocks.7.hook_resid_post"]), "activations/hooks/0"),
     (lambda c: c["sae"].update(seeds=[0, 1]), "needs at least min_seeds=3"),
     (lambda c: c["release"].update(candidate="topk-w1-k1-lam0"), "release/candidate"),
     (lambda c: c["model"].update(kind="gpt9"), "model/kind"),

@@ -26,13 +26,15 @@ def shard_rows(n_rows: int, n_shards: int, shard: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def extract_hook(model, tokens_NT: np.ndarray, hook: str, position: int, batch: int = 1024) -> np.ndarray:
-    out = []
+def extract_hooks(model, tokens_NT: np.ndarray, hooks: list[str], position: int, batch: int = 1024) -> dict:
+    """Activations at `position` for every hook, from one forward pass per batch: {hook: [N, d]} float32."""
+    out = {h: [] for h in hooks}
     for start in range(0, len(tokens_NT), batch):
         t = torch.from_numpy(tokens_NT[start:start + batch])
-        _, cache = model.run_with_cache(t, names_filter=hook)
-        out.append(cache[hook][:, position, :].to(torch.float32).cpu().numpy())
-    return np.concatenate(out, axis=0)
+        _, cache = model.run_with_cache(t, names_filter=list(hooks))
+        for h in hooks:
+            out[h].append(cache[h][:, position, :].to(torch.float32).cpu().numpy())
+    return {h: np.concatenate(v, axis=0) for h, v in out.items()}
 
 
 def write_shard(acts_ND: np.ndarray, tokens_NT: np.ndarray, acts_path, tokens_path, info_path, info: dict) -> None:

@@ -57,6 +57,11 @@ def conditions_by_id(config: dict) -> dict[str, dict]:
     return {condition_id(c): c for c in config["sae"]["conditions"]}
 
 
+def condition_keys(config: dict) -> list[str]:
+    """Every trained condition as '<hook>/<condition id>': conditions are crossed with hooks."""
+    return [f"{h}/{condition_id(c)}" for h in config["activations"]["hooks"] for c in config["sae"]["conditions"]]
+
+
 def check_config(config: dict[str, Any], source: str = "config", policy: dict | None = None) -> None:
     """Schema + semantic checks. Raises ConfigError naming the offending key and value."""
     _validate(config, SCHEMA_PATH, source)
@@ -77,18 +82,30 @@ def check_config(config: dict[str, Any], source: str = "config", policy: dict | 
         if cid in seen:
             raise ConfigError(f"{where}: duplicate condition {cid}")
         seen.add(cid)
-    if config["release"]["candidate"] != "auto" and config["release"]["candidate"] not in seen:
-        raise ConfigError(f"{source}: release/candidate {config['release']['candidate']!r} is not one of the "
-                          f"configured conditions {sorted(seen)}")
+    keys = condition_keys(config)
+    if config["release"]["candidate"] != "auto" and config["release"]["candidate"] not in keys:
+        raise ConfigError(f"{source}: release/candidate {config['release']['candidate']!r} is neither 'auto' nor one "
+                          f"of the configured '<hook>/<condition>' keys {keys}")
+    if config["model"]["kind"] == "hf_transformer_lens":
+        for key in ("hf_name", "revision"):
+            if key not in config["model"]:
+                raise ConfigError(f"{source}: model/{key} is required for kind hf_transformer_lens")
+        for key in ("text", "cache_dir"):
+            if key not in config:
+                raise ConfigError(f"{source}: {key} is required for kind hf_transformer_lens")
+        toy_only = sorted(set(config["model"]) & set(TOY_ONLY_KEYS))
+        if toy_only:
+            raise ConfigError(f"{source}: model/{toy_only[0]} belongs to the toy model, not hf_transformer_lens")
     if config["model"]["kind"] == "toy_modular_addition":
         p = config["model"].get("p", 59)
         if config["activations"]["position"] > 2:
             raise ConfigError(f"{source}: activations/position={config['activations']['position']} is outside "
                               "the toy model's 3-token context")
         hooks = known_hooks(config["model"].get("n_layers", 1))
-        if config["activations"]["hook"] not in hooks:
-            raise ConfigError(f"{source}: activations/hook {config['activations']['hook']!r} is not a hook of the "
-                              f"toy model; known: {hooks}")
+        for i, hook in enumerate(config["activations"]["hooks"]):
+            if hook not in hooks:
+                raise ConfigError(f"{source}: activations/hooks/{i} {hook!r} is not a hook of the toy model; "
+                                  f"known: {hooks}")
         if config["activations"]["n_shards"] > p * p:
             raise ConfigError(f"{source}: activations/n_shards exceeds the {p * p} input pairs")
     if policy is not None:
@@ -110,6 +127,8 @@ def load_config(path: str | Path, policy_path: str | Path | None = None) -> dict
     return config
 
 
+TOY_ONLY_KEYS = ("p", "train_fraction", "d_model", "n_heads", "d_mlp", "n_layers", "steps", "lr", "weight_decay",
+                 "beta1", "beta2", "seed", "fourier_top_k")
 BLOCK_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
                "mlp.hook_pre", "mlp.hook_post")
 

@@ -46,16 +46,26 @@ def _missing(name: str, spec: dict, why: str) -> dict:
 
 
 def gate_data_qc(spec, ev):
-    qc = ev["qc"]
-    g = _gate("data_qc", spec, [check("thresholds_passed", bool(qc["data"]["thresholds_passed"]), True, "==",
-                                      "point")], [qc["path"]])
-    if qc["data"]["failed_reasons"]:
-        g["reason"] = "; ".join(qc["data"]["failed_reasons"])
+    """Every hook's activation QC must pass (evidence: one qc.json per hook)."""
+    qcs = ev["qc"] if isinstance(ev["qc"], list) else [ev["qc"]]
+    missing = [q for q in qcs if not q]
+    if missing:
+        return _missing("data_qc", spec, f"{len(missing)} qc.json file(s)")
+    ok = all(q["data"]["thresholds_passed"] for q in qcs)
+    g = _gate("data_qc", spec, [check("thresholds_passed", ok, True, "==", "point")], [q["path"] for q in qcs])
+    reasons = [f"{q['path']}: {r}" for q in qcs for r in q["data"]["failed_reasons"]]
+    if reasons:
+        g["reason"] = "; ".join(reasons)
     return g
 
 
 def gate_model_learned(spec, ev):
     m = ev["model_metrics"]["data"]
+    if "heldout_accuracy" not in m:  # a pretrained model: its held-out next-token loss
+        if "max_heldout_loss" not in spec:
+            return _missing("model_learned", spec, "policy has no max_heldout_loss for a pretrained model")
+        return _gate("model_learned", spec, [check("heldout_loss", m["heldout_loss"], spec["max_heldout_loss"], "<=",
+                                                   "point")], [ev["model_metrics"]["path"]])
     gain = m["fourier_concentration"] - m["fourier_concentration_random_init"]
     return _gate("model_learned", spec, [
         check("heldout_accuracy", m["heldout_accuracy"], spec["min_heldout_accuracy"], ">=", "point"),

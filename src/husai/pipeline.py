@@ -10,7 +10,7 @@ import numpy as np
 
 from husai import activations as A
 from husai.checkpoint import load_seed, save_seed
-from husai.config import condition_id, conditions_by_id, load_yaml
+from husai.config import condition_keys, conditions_by_id, load_yaml
 from husai.io import read_json, save_safetensors, sha256_file, write_json, write_text
 from husai.provenance import config_hash, git_sha, provenance
 
@@ -38,6 +38,10 @@ def train_model(input, output, params, config, rule):
 
 
 def extract_shard(input, output, params, config, rule):
+    if config["model"]["kind"] != "toy_modular_addition":
+        from husai.pipeline_text import extract_text_shard
+
+        return extract_text_shard(input, output, params, config, rule)
     from husai.toymodel import all_pairs, load_model
 
     cfg = _toy_cfg(config)
@@ -47,12 +51,14 @@ def extract_shard(input, output, params, config, rule):
     model = load_model(cfg, input.weights)
     tokens, _ = all_pairs(cfg.p)
     rows = A.shard_rows(len(tokens), n_shards, shard, seed)
-    acts = A.extract_hook(model, tokens[rows], act["hook"], act["position"])
-    A.write_shard(acts, tokens[rows], output.acts, output.tokens, output.info, {
-        "shard": shard, "n_shards": n_shards, "seed": seed, "hook": act["hook"], "position": act["position"],
-        "model_sha256": sha256_file(input.weights),
-        "provenance": provenance(rule=rule, config=config, inputs=[input.weights], seed=seed),
-    })
+    hooks = list(params.hooks)
+    acts = A.extract_hooks(model, tokens[rows], hooks, act["position"])
+    for i, hook in enumerate(hooks):
+        A.write_shard(acts[hook], tokens[rows], output.acts[i], output.tokens[i], output.info[i], {
+            "shard": shard, "n_shards": n_shards, "seed": seed, "hook": hook, "position": act["position"],
+            "model_sha256": sha256_file(input.weights),
+            "provenance": provenance(rule=rule, config=config, inputs=[input.weights], seed=seed),
+        })
 
 
 def merge_activations(input, output, params, config, rule):
@@ -62,7 +68,7 @@ def merge_activations(input, output, params, config, rule):
     manifest = A.merge_shards(list(input.infos), list(input.acts), list(input.tokens), out,
                               heldout_fraction=act["heldout_fraction"], split_seed=act["split_seed"],
                               qc_thresholds=act["qc"], extra_manifest={
-                                  "hook": act["hook"], "position": act["position"], "model": config["model"]["name"],
+                                  "hook": params.hook, "position": act["position"], "model": config["model"]["name"],
                                   "model_sha256": sha256_file(input.weights),
                                   "provenance": provenance(rule=rule, config=config, inputs=[input.weights]),
                               })
@@ -92,14 +98,14 @@ def train_condition(input, output, params, config, rule):
     seeds = list(config["sae"]["seeds"])
     state = Path(params.state_dir) / "trainer_state.safetensors"
     sae, log = train_seed_batched(sae_cfg, tc, data["train"], seeds, state_path=state)
-    meta = {"model_name": config["model"]["name"], "hook_name": config["activations"]["hook"],
+    meta = {"model_name": config["model"]["name"], "hook_name": params.hook,
             "hook_head_index": None, "context_size": 3, "prepend_bos": False,
             "husai": {"condition": params.condition, "manifest_sha256": sha256_file(input.manifest)}}
     for s, seed in enumerate(seeds):
         ckpt_dir = Path(output.weights[s]).parent
         info = save_seed(sae, s, ckpt_dir, meta)
         write_json(output.train[s], {
-            "condition": params.condition, "seed": seed, **info, "sae_config": sae_cfg.to_dict(),
+            "condition": params.condition, "hook": params.hook, "seed": seed, **info, "sae_config": sae_cfg.to_dict(),
             "train_config": config["sae"]["training"], "log": per_seed_log(log, s),
             "job": {"seeds_in_job": seeds, "seconds": log["seconds"], "seed_tokens": log["seed_tokens"],
                     "resumed_from_step": log["resumed_from_step"], "data_scale": log["data_scale"]},
@@ -122,7 +128,8 @@ def seed_metrics(input, output, params, config, rule):
     m = internal_metrics(sae, report_rows)
     m["selection"] = internal_metrics(sae, select_rows)
     m["rows"] = "top-level metrics: the 'report' half of the held-out rows; 'selection': the other half"
-    m.update({"condition": train["condition"], "seed": train["seed"], "training_curve": curve_summary(train["log"]),
+    m.update({"condition": train["condition"], "hook": train["hook"], "key": f"{train['hook']}/{train['condition']}",
+              "seed": train["seed"], "training_curve": curve_summary(train["log"]),
               "provenance": provenance(rule=rule, config=config, seed=train["seed"],
                                        inputs=[input.weights, input.train, input.manifest],
                                        formulas=m["formula_versions"])})
@@ -142,6 +149,8 @@ def consistency(input, output, params, config, rule):
     cfg = {**config["consistency"], "lcb_confidence": policy["lcb_confidence"]}
     report = condition_consistency(decoders, seeds, cfg)
     report["condition"] = params.condition
+    report["hook"] = params.hook
+    report["key"] = f"{params.hook}/{params.condition}"
     report["provenance"] = provenance(rule=rule, config=config, seed=seeds, inputs=list(input.weights),
                                       formulas=report["formula_versions"])
     write_json(output.json, report)
@@ -149,13 +158,16 @@ def consistency(input, output, params, config, rule):
 
 
 def _condition_evidence(config, seed_metric_paths, consistency_paths) -> dict:
-    out = {cid: {"spec": spec, "seed_metrics": [], "consistency": None} for cid, spec in conditions_by_id(config).items()}
+    """Evidence per '<hook>/<condition>' key: groups are never merged across hooks or hyperparameters."""
+    specs = conditions_by_id(config)
+    out = {f"{h}/{cid}": {"spec": spec, "seed_metrics": [], "consistency": None}
+           for h in config["activations"]["hooks"] for cid, spec in specs.items()}
     for p in seed_metric_paths:
         m = read_json(p)
-        out[m["condition"]]["seed_metrics"].append(m)
+        out[m["key"]]["seed_metrics"].append(m)
     for p in consistency_paths:
         c = read_json(p)
-        out[c["condition"]]["consistency"] = c
+        out[c["key"]]["consistency"] = c
     return out
 
 
@@ -185,21 +197,21 @@ def release_policy(input, output, params, config, rule):
     policy = load_yaml(input.policy)
     selection = read_json(input.selection)
     candidate = selection["candidate"]
-    conditions = [condition_id(c) for c in config["sae"]["conditions"]]
+    conditions = condition_keys(config)
 
     def load(path):
         return {"path": str(path), "data": read_json(path)} if path and Path(path).exists() else None
 
-    consistency_by = {Path(p).parent.name: load(p) for p in input.consistency}
+    consistency_by = {c["data"]["key"]: c for c in map(load, input.consistency) if c}
     seed_metrics_all = [load(p) for p in input.seed_metrics]
-    cand_metrics = [m for m in seed_metrics_all if m and m["data"]["condition"] == candidate]
-    evidence = {"qc": load(input.qc), "model_metrics": load(input.model_metrics),
+    cand_metrics = [m for m in seed_metrics_all if m and m["data"]["key"] == candidate]
+    evidence = {"qc": [load(p) for p in input.qc], "model_metrics": load(input.model_metrics),
                 "candidate_seed_metrics": cand_metrics or None,
                 "candidate_consistency": consistency_by.get(candidate), "consistency": consistency_by,
                 "selection": load(input.selection)}
     result = evaluate(policy, evidence, candidate, conditions)
-    all_inputs = [input.policy, input.qc, input.model_metrics, input.manifest, input.selection, *input.seed_metrics,
-                  *input.consistency]
+    all_inputs = [input.policy, *input.qc, input.model_metrics, *input.manifest, input.selection,
+                  *input.seed_metrics, *input.consistency]
     report = {
         "policy_id": policy["policy_id"], "policy_version": policy["version"], "run_id": run_id(config),
         "candidate": candidate, "released_seed": selection["selected_seed"] if candidate == selection["selected"]
@@ -218,7 +230,7 @@ def release_policy(input, output, params, config, rule):
 
 
 def _condition_summary(cond: str, seed_metrics_all, cons) -> dict:
-    ms = [m["data"] for m in seed_metrics_all if m and m["data"]["condition"] == cond]
+    ms = [m["data"] for m in seed_metrics_all if m and m["data"]["key"] == cond]
     out = {k: float(np.mean([m[k] for m in ms])) for k in ("explained_variance", "l0", "dead_fraction")} if ms else {}
     if cons:
         for name, st in cons["data"]["statistics"].items():

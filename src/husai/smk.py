@@ -1,6 +1,7 @@
 """The bridge from a Snakemake `script:` to a husai.pipeline function: log redirection and argument passing.
 
-A workflow script is exactly: `from husai.smk import run; run(snakemake, "<pipeline function>")`."""
+A workflow script is exactly: `from husai.smk import run; run(snakemake, "<rule function>")`; the function is
+looked up in the husai.pipeline* modules."""
 
 from __future__ import annotations
 
@@ -9,10 +10,26 @@ import sys
 import traceback
 
 
-def run(smk, name: str) -> None:
-    from husai import pipeline
+RULE_MODULES = ("husai.pipeline", "husai.pipeline_text", "husai.pipeline_lanes", "husai.pipeline_evidence")
 
-    func = getattr(pipeline, name)
+
+def find_rule_function(name: str):
+    import importlib
+
+    for mod in RULE_MODULES:
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name == mod:
+                continue
+            raise
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise AttributeError(f"no rule function {name!r} in {RULE_MODULES}")
+
+
+def run(smk, name: str) -> None:
+    func = find_rule_function(name)
     log_path = smk.log[0] if len(smk.log) else None
     with open(log_path, "w") if log_path else contextlib.nullcontext(sys.stderr) as log:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):

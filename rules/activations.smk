@@ -37,11 +37,13 @@ rule merge_activations:
         acts=f"{ACTS_DIR}/acts.npy",
         tokens=f"{ACTS_DIR}/tokens.npy",
         split=f"{ACTS_DIR}/split.npy",
+        ood=f"{ACTS_DIR}/ood.npy",
         manifest=f"{ACTS_DIR}/manifest.json",
         qc=f"{ACTS_DIR}/qc.json",
     params:
         hook="{hook}",
         activations=config["activations"],
+        ood=config.get("lanes", {}).get("ood"),
     log:
         f"results/logs/{MODEL}/{{hook}}/merge_activations.log",
     benchmark:

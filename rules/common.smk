@@ -47,3 +47,19 @@ def all_seed_files(name):
 
 def all_consistency():
     return [f"results/consistency/{MODEL}/{h}/{c}/consistency.json" for h in HOOKS for c in CONDITIONS]
+
+
+# Evaluation lanes (toy model only): one JSON per lane and condition, read by the gate of the same name.
+LANE_CFG = config.get("lanes", {}) if IS_TOY else {}
+CONDITION_LANES = [l for l in ("splice", "probes", "ood", "known_circuit")
+                   if l in LANE_CFG and LANE_CFG[l].get("enabled", True)]
+TRANSCODER_LANE = IS_TOY and LANE_CFG.get("transcoder", {}).get("enabled", False)
+
+
+def lane_file(lane, hook="{hook}", condition="{condition}"):
+    return f"results/lanes/{MODEL}/{hook}/{condition}/{lane}.json"
+
+
+def all_lane_files():
+    files = [lane_file(l, h, c) for l in CONDITION_LANES for h in HOOKS for c in CONDITIONS]
+    return files + ([f"results/lanes/{MODEL}/transcoder.json"] if TRANSCODER_LANE else [])

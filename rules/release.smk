@@ -36,6 +36,7 @@ rule release_policy:
         qc=expand(f"results/activations/{MODEL}/{{hook}}/qc.json", hook=HOOKS),
         manifest=expand(f"results/activations/{MODEL}/{{hook}}/manifest.json", hook=HOOKS),
         model_metrics=MODEL_METRICS,
+        lanes=all_lane_files(),
         seed_metrics=all_seed_files("metrics.json"),
         consistency=all_consistency(),
     output:

@@ -9,9 +9,15 @@ from husai.config import load_yaml
 from husai.gate import evaluate, render_markdown
 
 
+CORE = ("data_qc", "model_learned", "reconstruction", "trained_vs_random", "candidate_selection")
+
+
 @pytest.fixture
 def policy(repo):
-    return load_yaml(repo / "config" / "policy.yaml")
+    """The embedded policy's core gates (the lane gates have their own tests in tests/lanes)."""
+    p = load_yaml(repo / "config" / "policy.yaml")
+    p["gates"] = {k: v for k, v in p["gates"].items() if k in CORE}
+    return p
 
 
 def _consistency(delta_lcb, p=0.001, ratio=0.01):
@@ -115,3 +121,12 @@ def test_no_eligible_candidate_fails_selection_and_dependent_gates(policy):
     assert failed == {"candidate_selection", "reconstruction", "trained_vs_random"}
     g = next(g for g in r["gates"] if g["gate"] == "reconstruction")
     assert "no release candidate" in g["reason"]
+
+
+def test_required_lane_gate_without_evidence_fails(repo):
+    p = load_yaml(repo / "config" / "policy.yaml")
+    r = evaluate(p, _evidence(), "cand", ["cand"])
+    g = next(g for g in r["gates"] if g["gate"] == "splice")
+    assert g["status"] == "fail" and "missing evidence" in g["reason"]
+    t = next(g for g in r["gates"] if g["gate"] == "transcoder")
+    assert t["status"] == "skipped"

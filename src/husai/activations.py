@@ -73,7 +73,8 @@ def quality_control(acts_ND: np.ndarray, thresholds: dict) -> dict:
 
 
 def merge_shards(shard_infos: list[str], shard_acts: list[str], shard_tokens: list[str], out: dict,
-                 *, heldout_fraction: float, split_seed: int, qc_thresholds: dict, extra_manifest: dict) -> dict:
+                 *, heldout_fraction: float, split_seed: int, qc_thresholds: dict, extra_manifest: dict,
+                 ood_spec: dict | None = None) -> dict:
     """Verify, concatenate and describe the shards. `out` maps acts/tokens/split/manifest/qc to paths."""
     acts, tokens, shard_records = [], [], []
     for info_path, a_path, t_path in zip(shard_infos, shard_acts, shard_tokens, strict=True):
@@ -92,12 +93,20 @@ def merge_shards(shard_infos: list[str], shard_acts: list[str], shard_tokens: li
     write_npy(out["acts"], acts_ND)
     write_npy(out["tokens"], tokens_NT)
     write_npy(out["split"], heldout)
+    files = ["acts", "tokens", "split"]
+    if "ood" in out:
+        # The out-of-distribution slice is declared in config before any run; its rows never train an SAE.
+        from husai.lanes.ood import ood_split
+
+        write_npy(out["ood"], ood_split(tokens_NT, ood_spec) if ood_spec else np.zeros(n, dtype=bool))
+        files.append("ood")
     qc = quality_control(acts_ND, qc_thresholds)
     write_json(out["qc"], qc)
     manifest = {
         **extra_manifest,
         "shape": list(acts_ND.shape), "dtype": "float32",
-        "files": {k: {"path": str(out[k]), "sha256": sha256_file(out[k])} for k in ("acts", "tokens", "split")},
+        "files": {k: {"path": str(out[k]), "sha256": sha256_file(out[k])} for k in files},
+        "ood_spec": ood_spec,
         "shards": shard_records,
         "split": {"heldout_fraction": heldout_fraction, "split_seed": split_seed, "n_train": int((~heldout).sum()),
                   "n_heldout": int(heldout.sum()), "split_file": "split.npy (True = held-out row)"},
@@ -127,9 +136,12 @@ def load_verified_dataset(manifest_path: str | Path, qc_path: str | Path) -> dic
     if list(arrays["acts"].shape) != manifest["shape"]:
         raise ChecksumError(f"{manifest_path}: acts shape {arrays['acts'].shape} != manifest {manifest['shape']}")
     heldout = arrays["split"].astype(bool)
+    ood = arrays["ood"].astype(bool) if "ood" in arrays else np.zeros_like(heldout)
     acts = arrays["acts"]
-    return {"train": np.asarray(acts[~heldout]), "heldout": np.asarray(acts[heldout]), "tokens": arrays["tokens"],
-            "heldout_mask": heldout, "manifest": manifest}
+    # OOD rows are excluded from both SAE training and in-distribution evaluation.
+    return {"train": np.asarray(acts[~heldout & ~ood]), "heldout": np.asarray(acts[heldout & ~ood]),
+            "ood": np.asarray(acts[ood]), "tokens": arrays["tokens"], "heldout_mask": heldout, "ood_mask": ood,
+            "manifest": manifest}
 
 
 def heldout_halves(heldout_ND: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

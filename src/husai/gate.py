@@ -134,11 +134,19 @@ def evaluate(policy: dict, evidence: dict, candidate: str | None, conditions: li
                               ["candidate_consistency"]),
         "candidate_selection": (lambda s: gate_candidate_selection(s, evidence), ["selection"]),
     }
+    # Lane gates read the candidate's own lane evidence: evidence["lanes"][lane][candidate] (transcoder: per study).
+    from husai.gate_lanes import LANE_EVIDENCE, LANE_GATES
+
+    lanes = evidence.get("lanes") or {}
+    for name, lane in LANE_EVIDENCE.items():
+        rec = lanes.get(lane, {}).get("__study__" if name == "transcoder" else candidate)
+        evidence[f"lane:{name}"] = rec
+        builders[name] = (lambda s, n=name, r=rec: LANE_GATES[n](s, r, policy), [f"lane:{name}"])
     gates = []
     for name, spec in gates_spec.items():
         build, needs = builders[name]
         missing = [k for k in needs if not evidence.get(k)]
-        if candidate is None and name in ("reconstruction", "trained_vs_random"):
+        if candidate is None and name in ("reconstruction", "trained_vs_random", *LANE_EVIDENCE):
             missing = ["no release candidate (selection found no eligible condition)"]
         if name == "reconstruction" and evidence.get("candidate_seed_metrics") is not None:
             n = len(evidence["candidate_seed_metrics"])

@@ -64,10 +64,12 @@ def extract_shard(input, output, params, config, rule):
 def merge_activations(input, output, params, config, rule):
     act = config["activations"]
     out = {"acts": output.acts, "tokens": output.tokens, "split": output.split, "manifest": output.manifest,
-           "qc": output.qc}
+           "qc": output.qc, "ood": output.ood}
+    ood = config.get("lanes", {}).get("ood")
+    ood_spec = ood["spec"] if ood and ood.get("enabled", True) else None
     manifest = A.merge_shards(list(input.infos), list(input.acts), list(input.tokens), out,
                               heldout_fraction=act["heldout_fraction"], split_seed=act["split_seed"],
-                              qc_thresholds=act["qc"], extra_manifest={
+                              qc_thresholds=act["qc"], ood_spec=ood_spec, extra_manifest={
                                   "hook": params.hook, "position": act["position"], "model": config["model"]["name"],
                                   "model_sha256": sha256_file(input.weights),
                                   "provenance": provenance(rule=rule, config=config, inputs=[input.weights]),
@@ -208,10 +210,10 @@ def release_policy(input, output, params, config, rule):
     evidence = {"qc": [load(p) for p in input.qc], "model_metrics": load(input.model_metrics),
                 "candidate_seed_metrics": cand_metrics or None,
                 "candidate_consistency": consistency_by.get(candidate), "consistency": consistency_by,
-                "selection": load(input.selection)}
+                "selection": load(input.selection), "lanes": _lane_evidence(input.get("lanes", []), load)}
     result = evaluate(policy, evidence, candidate, conditions)
     all_inputs = [input.policy, *input.qc, input.model_metrics, *input.manifest, input.selection,
-                  *input.seed_metrics, *input.consistency]
+                  *input.seed_metrics, *input.consistency, *input.get("lanes", [])]
     report = {
         "policy_id": policy["policy_id"], "policy_version": policy["version"], "run_id": run_id(config),
         "candidate": candidate, "released_seed": selection["selected_seed"] if candidate == selection["selected"]
@@ -227,6 +229,14 @@ def release_policy(input, output, params, config, rule):
     write_text(output.md, render_markdown(report))
     print(f"decision: {report['decision']} ({report['severity']}); failed: "
           f"{[f['gate'] for f in report['failed_checks']]}")
+
+
+def _lane_evidence(paths, load) -> dict:
+    """{lane: {'<hook>/<condition>' or '__study__': {'path', 'data'}}} from the lane JSONs (each names its lane)."""
+    out: dict = {}
+    for rec in filter(None, map(load, paths)):
+        out.setdefault(rec["data"]["lane"], {})[rec["data"].get("key", "__study__")] = rec
+    return out
 
 
 def _condition_summary(cond: str, seed_metrics_all, cons) -> dict:

@@ -9,7 +9,6 @@ import contextlib
 import sys
 import traceback
 
-
 RULE_MODULES = ("husai.pipeline", "husai.pipeline_text", "husai.pipeline_lanes", "husai.pipeline_evidence")
 
 

@@ -25,4 +25,4 @@ lint: $(STAMP)
 	source $(VENV)/bin/activate && ruff check src tests workflow benchmarks && snakemake --lint
 
 clean-results:
-	rm -rf results/model results/activations results/saes results/consistency results/release results/logs results/benchmarks
+	rm -rf results/model results/activations results/saes results/consistency results/release results/logs results/benchmarks results/evidence results/lanes results/probes results/controls

@@ -1,6 +1,8 @@
 # husai: seed-replicated SAE consistency studies ending in one release verdict.
 # Targets only; the stages live in rules/*.smk. See README.md for the user stories.
 
+from husai.locking import acquire as acquire_results_lock, release as release_results_lock
+
 # The embedded default, unless --configfile names a study (configs are not merged with the default).
 if not workflow.overwrite_configfiles:
 
@@ -13,6 +15,7 @@ include: "rules/activations.smk"
 include: "rules/saes.smk"
 include: "rules/consistency.smk"
 include: "rules/release.smk"
+include: "rules/evidence.smk"
 
 
 rule all:
@@ -24,3 +27,21 @@ rule all:
 rule release_gate:
     input:
         RELEASE_GATE_OK,
+
+
+rule evidence_bundle:
+    input:
+        EVIDENCE_MANIFEST,
+
+
+# One workflow at a time per results/ (Snakemake's own lock only guards overlapping outputs).
+onstart:
+    acquire_results_lock("results")
+
+
+onsuccess:
+    release_results_lock("results")
+
+
+onerror:
+    release_results_lock("results")

@@ -94,5 +94,5 @@ def pairwise_figure(report: dict, title: str, png_path, pdf_path=None) -> None:
     fig.suptitle(title, fontsize=10)
     write_with(png_path, lambda p: fig.savefig(p, dpi=120, format="png"))
     if pdf_path:
-        write_with(pdf_path, lambda p: fig.savefig(p, format="pdf"))
+        write_with(pdf_path, lambda p: fig.savefig(p, format="pdf", metadata={"CreationDate": None}))
     plt.close(fig)

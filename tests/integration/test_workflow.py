@@ -63,7 +63,7 @@ def test_release_policy_written_and_decision_follows_numbers(tiny_run):
 
 def test_every_json_output_has_provenance(tiny_run):
     _, work, _ = tiny_run
-    outputs = [p for p in (work / "results").rglob("*.json") if "shards" not in p.parts]
+    outputs = [p for p in (work / "results").rglob("*.json") if "shards" not in p.parts and "evidence" not in p.parts]
     assert len(outputs) > 10
     for p in outputs:
         data = json.loads(p.read_text())
@@ -122,3 +122,24 @@ def test_snakemake_lint_is_clean(repo):
     res = subprocess.run([*SNAKEMAKE, "--lint", "-s", str(repo / "Snakefile")], cwd=repo, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_evidence_bundle_builds_verifies_and_catches_tampering(tiny_run, tmp_path):
+    from husai.bundle import verify_bundle
+
+    repo, work, _ = tiny_run
+    _smk(repo, work, "evidence_bundle", check=True)
+    run_id = json.loads((work / "results/evidence/run_id.json").read_text())["run_id"]
+    bundle = work / "results/evidence" / run_id
+    assert verify_bundle(bundle) == []
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    target = next(p for p in sorted(copy.rglob("*.csv")))
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    target.write_bytes(bytes(raw))
+    problems = verify_bundle(copy, results_dir=work / "results")
+    assert problems and any(target.name in p for p in problems)
+    report = tmp_path / "report.html"
+    _smk(repo, work, "evidence_bundle", "--report", str(report), check=True)
+    assert report.exists() and report.stat().st_size > 10_000

@@ -7,10 +7,12 @@ CORES ?= 2
 
 .PHONY: run test lint install clean-results
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/saebench.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# sae-bench pins numpy<2 and a CUDA torch: installed without dependencies over the pinned stack
+	$(PY) -m pip install -q --no-deps -r requirements/saebench.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,3 +28,10 @@ lint: $(STAMP)
 
 clean-results:
 	rm -rf results/model results/activations results/saes results/consistency results/release results/logs results/benchmarks results/evidence results/lanes results/probes results/controls
+
+# A real one-node Slurm on this machine (root, apt): installs Debian's slurm-wlm + munge, runs tests/slurm
+# (the tiny workflow through the slurm executor plugin with profiles/ci-slurm, GPU requests refused), and
+# stops every daemon it started. See tools/slurm/README.md.
+.PHONY: test-slurm
+test-slurm: $(STAMP)
+	PY=$(PY) tools/slurm/run-test.sh

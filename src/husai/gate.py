@@ -134,6 +134,12 @@ def evaluate(policy: dict, evidence: dict, candidate: str | None, conditions: li
                               ["candidate_consistency"]),
         "candidate_selection": (lambda s: gate_candidate_selection(s, evidence), ["selection"]),
     }
+    # External benchmarks: the candidate's per-seed summaries against a matched baseline (skipped when absent).
+    from husai.external import external_gate
+
+    for name in ("external_saebench", "external_cebench"):
+        builders[name] = (lambda s, n=name: external_gate(n, evidence.get(n), evidence.get("external_baselines"), s,
+                                                          confidence=conf), [])
     # Lane gates read the candidate's own lane evidence: evidence["lanes"][lane][candidate] (transcoder: per study).
     from husai.gate_lanes import LANE_EVIDENCE, LANE_GATES
 

@@ -37,3 +37,19 @@ def test_every_rule_has_log_benchmark_conda_resources_and_existing_env(repo):
                 assert directive in rule, f"{smk.name}: rule {name} lacks {directive}"
             env = re.search(r'conda:\s*\n\s*"\.\./(envs/[^"]+)"', rule).group(1)
             assert (repo / env).exists(), f"{smk.name}: rule {name} names missing {env}"
+
+
+def test_envs_do_not_install_the_repo_by_relative_path(repo):
+    """Snakemake copies env files into .snakemake/conda/, so a relative `-e ../` would point at the wrong place;
+    the workflow scripts put src/ on sys.path instead."""
+    for env in sorted((repo / "envs").glob("*.yaml")):
+        assert "-e ." not in env.read_text(), env.name
+    for script in sorted((repo / "workflow" / "scripts").glob("*.py")):
+        assert "sys.path.insert(0" in script.read_text(), script.name
+
+
+def test_saebench_post_deploy_matches_requirements(repo):
+    req = _pins((repo / "requirements" / "saebench.txt").read_text().splitlines())
+    post = _pins(line.strip().rstrip("\\") for line in (repo / "envs" / "saebench.post-deploy.sh").read_text()
+                 .splitlines())
+    assert req and req == post

@@ -23,6 +23,7 @@ rule extract_shard:
     resources:
         mem_mb=1000,
         runtime=10,
+        gpu=MODEL_GPUS,
     script:
         "../workflow/scripts/extract_shard.py"
 

@@ -23,6 +23,9 @@ MODEL_REF = f"{MODEL_DIR}/model.safetensors" if IS_TOY else f"{CACHE}/models/{MO
 MODEL_METRICS = f"{MODEL_DIR}/metrics.json"
 TEXT_JSONL = f"{CACHE}/text/{MODEL}.jsonl"
 TEXT_INPUT = [] if IS_TOY else [TEXT_JSONL]
+# GPUs are requested from config (the slurm plugin maps `gpu` to --gpus; never gres and gpu together).
+TRAIN_GPUS = 1 if config["sae"]["training"].get("device", "cpu").startswith("cuda") else 0
+MODEL_GPUS = 1 if config["model"].get("device", "cpu").startswith("cuda") else 0
 ACTS_DIR = f"results/activations/{MODEL}/{{hook}}"
 SAE_DIR = f"results/saes/{MODEL}/{{hook}}"
 CONS_DIR = f"results/consistency/{MODEL}/{{hook}}"

@@ -24,6 +24,11 @@ if IS_TOY:
 
 else:
 
+    # Compute nodes are often offline: downloads run on the submitting host.
+    localrules:
+        download_model,
+        download_text,
+
     rule download_model:
         output:
             manifest=MODEL_REF,
@@ -81,6 +86,6 @@ else:
         resources:
             mem_mb=16000,
             runtime=60,
-            gpu=1,
+            gpu=MODEL_GPUS,
         script:
             "../workflow/scripts/prepare_model.py"

@@ -29,6 +29,7 @@ rule train_condition:
     resources:
         mem_mb=4000,
         runtime=60,
+        gpu=TRAIN_GPUS,
     script:
         "../workflow/scripts/train_condition.py"
 

@@ -14,6 +14,7 @@ include: "rules/model.smk"
 include: "rules/activations.smk"
 include: "rules/saes.smk"
 include: "rules/consistency.smk"
+include: "rules/lanes.smk"
 include: "rules/release.smk"
 include: "rules/evidence.smk"
 

@@ -80,23 +80,26 @@ def merge_activations(input, output, params, config, rule):
     print(f"merged {manifest['shape']} rows; QC passed = {manifest['qc_passed']}")
 
 
-def _sae_and_train_cfg(config, condition: str):
+SAE_CONFIG_KEYS = ("l1_coefficient", "aux_k_coefficient", "dead_after_steps")
+
+
+def sae_config_for(config, condition: str, d_in: int):
+    """The one place a condition's SAEConfig and TrainConfig are built (real and control SAEs alike)."""
+    from husai.saes import SAEConfig
     from husai.training import TrainConfig
 
     cond = conditions_by_id(config)[condition]
-    extra = {k: cond[k] for k in ("l1_coefficient", "aux_k_coefficient", "dead_after_steps") if k in cond}
-    return cond, extra, TrainConfig(**config["sae"]["training"])
+    extra = {k: cond[k] for k in SAE_CONFIG_KEYS if k in cond}
+    sae_cfg = SAEConfig(architecture=cond["architecture"], d_in=d_in, d_sae=cond["width"], k=cond["k"], **extra)
+    return sae_cfg, TrainConfig(**config["sae"]["training"])
 
 
 def train_condition(input, output, params, config, rule):
     """Train every seed of one condition in one job and write each seed's checkpoint + train.json."""
-    from husai.saes import SAEConfig
     from husai.training import per_seed_log, train_seed_batched
 
     data = A.load_verified_dataset(input.manifest, input.qc)
-    cond, extra, tc = _sae_and_train_cfg(config, params.condition)
-    d_in = data["train"].shape[1]
-    sae_cfg = SAEConfig(architecture=cond["architecture"], d_in=d_in, d_sae=cond["width"], k=cond["k"], **extra)
+    sae_cfg, tc = sae_config_for(config, params.condition, data["train"].shape[1])
     seeds = list(config["sae"]["seeds"])
     state = Path(params.state_dir) / "trainer_state.safetensors"
     sae, log = train_seed_batched(sae_cfg, tc, data["train"], seeds, state_path=state)

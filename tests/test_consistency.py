@@ -60,4 +60,15 @@ def test_chance_level_d128_w1024_is_about_0_30():
 def test_identical_dictionaries_are_fully_consistent():
     W = torch.randn(32, 8)
     stats = C.pair_statistics(W, W[torch.randperm(32)], tau=0.7)
-    assert stats == pytest.approx({"pwmcc": 1.0, "matched_mcc": 1.0, "shared_fraction": 1.0})
+    assert stats == pytest.approx({"pwmcc": 1.0, "matched_mcc": 1.0, "shared_fraction": 1.0, "matched_mcc_gap_bound": 0})
+
+
+@pytest.mark.parametrize("method", ["auction", "sparse"])
+def test_scalable_solvers_agree_with_scipy_within_their_certified_gap(method):
+    g = torch.Generator().manual_seed(5)
+    A = torch.randn(200, 24, generator=g)
+    B = A[torch.randperm(200, generator=g)] + 0.5 * torch.randn(200, 24, generator=g)
+    exact = C.pair_statistics(A, B, tau=0.7)
+    fast = C.pair_statistics(A, B, tau=0.7, assignment={"method": method, "exact_max_n": 10})
+    assert fast["pwmcc"] == exact["pwmcc"]
+    assert abs(fast["matched_mcc"] - exact["matched_mcc"]) <= fast["matched_mcc_gap_bound"] + 1e-9

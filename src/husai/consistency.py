@@ -59,13 +59,24 @@ def hungarian_from_sim(sim_FG) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows, cols, sim[rows, cols]
 
 
-def pair_statistics(A_FD, B_GD, tau: float) -> dict[str, float]:
+def pair_statistics(A_FD, B_GD, tau: float, assignment: dict | None = None) -> dict[str, float]:
+    """PWMCC, matched MCC and shared fraction of one pair. `assignment` ({method, exact_max_n}) picks the solver:
+    scipy's exact Hungarian up to exact_max_n (the default everywhere in the embedded study), an auction or
+    sparse-candidate solver above it, whose certified gap to the optimum is recorded (husai.assignment)."""
     sim = abs_cosine(A_FD, B_GD)
-    _, _, matched = hungarian_from_sim(sim)
+    if assignment is None or assignment.get("method", "scipy") == "scipy":
+        _, _, matched = hungarian_from_sim(sim)
+        gap = 0.0
+    else:
+        from husai.assignment import matched_assignment
+
+        res = matched_assignment(sim, method=assignment["method"], exact_max_n=assignment.get("exact_max_n", 4096))
+        matched, gap = np.asarray(res.matched), float(res.mean_gap_bound or 0.0)
     return {
         "pwmcc": pwmcc_from_sim(sim),
         "matched_mcc": float(matched.mean()),
         "shared_fraction": float((matched >= tau).mean()),
+        "matched_mcc_gap_bound": gap,
     }
 
 
@@ -84,12 +95,14 @@ def shared_fraction(A_FD, B_GD, tau: float) -> float:
 STATISTICS = ("pwmcc", "matched_mcc", "shared_fraction")
 
 
-def pairwise_matrices(decoders: list, tau: float) -> dict[str, np.ndarray]:
-    """For S decoders, an [S, S] matrix per statistic (diagonal = 1 by definition, never used as data)."""
+def pairwise_matrices(decoders: list, tau: float, assignment: dict | None = None) -> dict[str, np.ndarray]:
+    """For S decoders, an [S, S] matrix per statistic (diagonal = 1 by definition, never used as data), plus the
+    matched-MCC gap bound of each pair's assignment (0 when exact)."""
     S = len(decoders)
-    mats = {name: np.eye(S) for name in STATISTICS}
+    mats = {name: np.eye(S) for name in (*STATISTICS, "matched_mcc_gap_bound")}
+    np.fill_diagonal(mats["matched_mcc_gap_bound"], 0.0)
     for i, j in itertools.combinations(range(S), 2):
-        stats = pair_statistics(decoders[i], decoders[j], tau)
+        stats = pair_statistics(decoders[i], decoders[j], tau, assignment)
         for name, value in stats.items():
             mats[name][i, j] = mats[name][j, i] = value
     return mats
@@ -101,7 +114,7 @@ def random_gaussian_decoder(d_sae: int, d_in: int, generator: torch.Generator) -
 
 
 def chance_values(
-    d_sae: int, d_in: int, n_pairs: int, tau: float, seed: int, make_decoder=None,
+    d_sae: int, d_in: int, n_pairs: int, tau: float, seed: int, make_decoder=None, assignment: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """The statistics for n_pairs independent pairs of random dictionaries: i.i.d. draws of the chance level.
 
@@ -112,7 +125,7 @@ def chance_values(
     g = torch.Generator().manual_seed(seed)
     out = {name: np.empty(n_pairs) for name in STATISTICS}
     for p in range(n_pairs):
-        stats = pair_statistics(make(g), make(g), tau)
-        for name, value in stats.items():
-            out[name][p] = value
+        stats = pair_statistics(make(g), make(g), tau, assignment)
+        for name in STATISTICS:
+            out[name][p] = stats[name]
     return out

@@ -60,7 +60,8 @@ def test_chance_level_d128_w1024_is_about_0_30():
 def test_identical_dictionaries_are_fully_consistent():
     W = torch.randn(32, 8)
     stats = C.pair_statistics(W, W[torch.randperm(32)], tau=0.7)
-    assert stats == pytest.approx({"pwmcc": 1.0, "matched_mcc": 1.0, "shared_fraction": 1.0, "matched_mcc_gap_bound": 0})
+    expected = {"pwmcc": 1.0, "matched_mcc": 1.0, "shared_fraction": 1.0, "matched_mcc_gap_bound": 0}
+    assert stats == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("method", ["auction", "sparse"])

@@ -18,15 +18,16 @@ WEIGHTS = "sae_weights.safetensors"
 CFG = "cfg.json"
 
 
-def sae_lens_cfg(sae: BatchedSAE, seed: int, metadata: dict) -> dict:
+def sae_lens_cfg(sae: BatchedSAE, seed: int, metadata: dict, s: int | None = None) -> dict:
     c = sae.cfg
+    s = sae.seeds.index(seed) if s is None else s
     return {
         "architecture": sae.sae_lens_architecture or c.architecture,
         "d_in": c.d_in,
         "d_sae": c.d_sae,
         "dtype": "float32",
         "device": "cpu",
-        "apply_b_dec_to_input": True,
+        "apply_b_dec_to_input": sae.apply_b_dec_to_input,
         "normalize_activations": "none",
         "reshape_activations": "none",
         **sae.sae_lens_cfg(),
@@ -37,7 +38,7 @@ def sae_lens_cfg(sae: BatchedSAE, seed: int, metadata: dict) -> dict:
                 "architecture": c.architecture,
                 "sae_config": c.to_dict(),
                 "seed": int(seed),
-                "sae_lens_exact": sae.sae_lens_architecture is not None,
+                **sae.husai_metadata(s),
                 "layout": "W_dec [d_sae, d_in], rows are feature directions",
             },
         },
@@ -48,7 +49,7 @@ def save_seed(sae: BatchedSAE, s: int, out_dir: str | Path, metadata: dict) -> d
     """Write seed index s of a batched SAE; returns {'weights_sha256': ...}."""
     out_dir = Path(out_dir)
     save_safetensors(out_dir / WEIGHTS, sae.seed_state(s))
-    write_json(out_dir / CFG, sae_lens_cfg(sae, sae.seeds[s], metadata))
+    write_json(out_dir / CFG, sae_lens_cfg(sae, sae.seeds[s], metadata, s))
     return {"weights_sha256": sha256_file(out_dir / WEIGHTS)}
 
 
@@ -64,10 +65,8 @@ def load_seed(ckpt_dir: str | Path, expected_sha256: str | None = None) -> Batch
     cfg = SAEConfig(**info["sae_config"])
     if expected_sha256:
         verify_sha256(ckpt_dir / WEIGHTS, expected_sha256, what="SAE checkpoint")
-    D, F = cfg.d_in, cfg.d_sae
-    state = load_safetensors(ckpt_dir / WEIGHTS,
-                             expected={"W_enc": (D, F), "b_enc": (F,), "W_dec": (F, D), "b_dec": (D,)})
     cls = get_architecture(cfg.architecture)
+    state = load_safetensors(ckpt_dir / WEIGHTS, expected=cls.state_shapes(cfg))
     return cls.from_seed_states(cfg, [info["seed"]], [state])
 
 

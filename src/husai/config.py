@@ -50,7 +50,13 @@ def format_lam(lam: float) -> str:
 
 
 def condition_id(cond: dict) -> str:
-    return f"{cond['architecture']}-w{cond['width']}-k{cond['k']}-lam{format_lam(cond.get('lam', 0.0))}"
+    """<arch>-w<width>-k<k>-lam<λ>, plus the axes a sweep can vary for some architectures (experts, levels)."""
+    cid = f"{cond['architecture']}-w{cond['width']}-k{cond['k']}-lam{format_lam(cond.get('lam', 0.0))}"
+    if "n_experts" in cond:
+        cid += f"-e{cond['n_experts']}"
+    if "matryoshka_levels" in cond:
+        cid += "-m" + "_".join(str(x) for x in cond["matryoshka_levels"])
+    return cid
 
 
 def conditions_by_id(config: dict) -> dict[str, dict]:
@@ -73,6 +79,9 @@ def check_config(config: dict[str, Any], source: str = "config", policy: dict | 
         where = f"{source}: sae/conditions/{i}"
         if cond["architecture"] not in known:
             raise ConfigError(f"{where}/architecture: unknown architecture {cond['architecture']!r}; known {known}")
+        if cond["architecture"].endswith("transcoder"):
+            raise ConfigError(f"{where}/architecture: {cond['architecture']!r} maps one hook to another; transcoders "
+                              "are trained by the transcoder lane (lanes/transcoder), not as an SAE condition")
         if cond["k"] > cond["width"]:
             raise ConfigError(f"{where}/k: k={cond['k']} exceeds the SAE width d_sae={cond['width']}")
         if cond.get("lam", 0) > 0:

@@ -80,7 +80,9 @@ def merge_activations(input, output, params, config, rule):
     print(f"merged {manifest['shape']} rows; QC passed = {manifest['qc_passed']}")
 
 
-SAE_CONFIG_KEYS = ("l1_coefficient", "aux_k_coefficient", "dead_after_steps")
+SAE_CONFIG_KEYS = ("l1_coefficient", "aux_k_coefficient", "dead_after_steps", "aux_k", "l0_coefficient",
+                   "jumprelu_bandwidth", "jumprelu_init_threshold", "batchtopk_threshold_window",
+                   "matryoshka_levels", "n_experts", "router_balance_coefficient")
 
 
 def sae_config_for(config, condition: str, d_in: int):

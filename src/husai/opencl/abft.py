@@ -104,7 +104,9 @@ def predict(A_MK: np.ndarray, B_KN: np.ndarray, probes: AbftProbes) -> AbftPredi
         absABS_MP[i : i + step_a.step] = np.abs(blk, out=blk) @ absBS_KP
     proj_P = np.einsum("pn,np->p", RAB_PN[1:], S_NP[:, 1:])
     proj_scale_P = np.einsum("pn,np->p", absRAB_PN[1:], absS_NP[:, 1:])
-    return AbftPrediction(probes, RAB_PN[0], ABS_MP[:, 0], proj_P, absRAB_PN[0], absABS_MP[:, 0], proj_scale_P)
+    return AbftPrediction(
+        probes, RAB_PN[0], ABS_MP[:, 0], proj_P, absRAB_PN[0], absABS_MP[:, 0], proj_scale_P
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,10 +175,14 @@ class AbftCalibration:
         return out
 
 
-def calibrate_from_statistics(clean: Sequence[dict[str, np.ndarray]], rule: str = "max",
-                              safety_factor: float = 10.0, mad_z: float = 10.0,
-                              shape: tuple[int, int, int] | None = None,
-                              n_projections: int = 2) -> AbftCalibration:
+def calibrate_from_statistics(
+    clean: Sequence[dict[str, np.ndarray]],
+    rule: str = "max",
+    safety_factor: float = 10.0,
+    mad_z: float = 10.0,
+    shape: tuple[int, int, int] | None = None,
+    n_projections: int = 2,
+) -> AbftCalibration:
     """Thresholds from the statistics of clean (fault-free) runs."""
     if not clean:
         raise ValueError("ABFT calibration needs at least one clean run")
@@ -196,11 +202,19 @@ def calibrate_from_statistics(clean: Sequence[dict[str, np.ndarray]], rule: str 
     return AbftCalibration(thresholds, rule, safety_factor, mad_z, clean_max, shape, n_projections)
 
 
-def calibrate(gemm_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], M: int, K: int, N: int,
-              n_runs: int = 5, seed: int = 0, n_projections: int = 2, rule: str = "max",
-              safety_factor: float = 10.0, mad_z: float = 10.0,
-              sampler: Callable[[np.random.Generator, tuple[int, int]], np.ndarray] | None = None,
-              ) -> AbftCalibration:
+def calibrate(
+    gemm_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    M: int,
+    K: int,
+    N: int,
+    n_runs: int = 5,
+    seed: int = 0,
+    n_projections: int = 2,
+    rule: str = "max",
+    safety_factor: float = 10.0,
+    mad_z: float = 10.0,
+    sampler: Callable[[np.random.Generator, tuple[int, int]], np.ndarray] | None = None,
+) -> AbftCalibration:
     """Run ``gemm_fn`` on ``n_runs`` fresh random inputs (uniform [0, 1) by default) and calibrate."""
     rng = np.random.default_rng(seed)
     draw = sampler or (lambda g, shape: g.random(shape, dtype=np.float32))
@@ -227,8 +241,9 @@ class AbftResult:
         return dataclasses.asdict(self)
 
 
-def verify_statistics(stats: dict[str, np.ndarray], calibration: AbftCalibration,
-                      max_candidates: int = 16) -> AbftResult:
+def verify_statistics(
+    stats: dict[str, np.ndarray], calibration: AbftCalibration, max_candidates: int = 16
+) -> AbftResult:
     thresholds = calibration.thresholds
     max_stat = {f: _max_or_zero(stats[f]) for f in FAMILIES}
     ratio = max(max_stat[f] / thresholds[f] for f in FAMILIES)
@@ -238,11 +253,19 @@ def verify_statistics(stats: dict[str, np.ndarray], calibration: AbftCalibration
         order = np.argsort(-stats[family][over], kind="stable")[:max_candidates]
         return [int(i) for i in over[order]]
 
-    return AbftResult(ratio <= 1.0, max_stat, dict(thresholds), float(ratio), candidates("row"), candidates("col"))
+    return AbftResult(
+        ratio <= 1.0, max_stat, dict(thresholds), float(ratio), candidates("row"), candidates("col")
+    )
 
 
-def verify(A_MK: np.ndarray, B_KN: np.ndarray, C_MN: np.ndarray, calibration: AbftCalibration,
-           prediction: AbftPrediction | None = None, seed: int = 0) -> AbftResult:
+def verify(
+    A_MK: np.ndarray,
+    B_KN: np.ndarray,
+    C_MN: np.ndarray,
+    calibration: AbftCalibration,
+    prediction: AbftPrediction | None = None,
+    seed: int = 0,
+) -> AbftResult:
     """Check ``C_MN`` against ``A_MK @ B_KN``; pass a precomputed ``prediction`` to reuse it."""
     if prediction is None:
         probes = make_probes(A_MK.shape[0], B_KN.shape[1], calibration.n_projections, seed)
@@ -260,10 +283,15 @@ def inject_fault(C_MN: np.ndarray, row: int, col: int, rel_size: float) -> np.nd
     return out
 
 
-def measure_recall(prediction: AbftPrediction, C_MN: np.ndarray, calibration: AbftCalibration,
-                   rel_sizes: Sequence[float] = (1e-2, 1.0), n_faults: int = 10, seed: int = 0,
-                   ) -> dict[str, Any]:
-    """Inject ``n_faults`` single-entry faults per size into a clean ``C``; how many are caught and located."""
+def measure_recall(
+    prediction: AbftPrediction,
+    C_MN: np.ndarray,
+    calibration: AbftCalibration,
+    rel_sizes: Sequence[float] = (1e-2, 1.0),
+    n_faults: int = 10,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Inject ``n_faults`` single-entry faults per size into a clean ``C``: how many are caught, located."""
     rng = np.random.default_rng(seed)
     M, N = C_MN.shape
     per_size: dict[str, dict[str, Any]] = {}
@@ -274,7 +302,11 @@ def measure_recall(prediction: AbftPrediction, C_MN: np.ndarray, calibration: Ab
             result = verify_statistics(statistics(prediction, inject_fault(C_MN, i, j, rel)), calibration)
             caught += not result.passed
             located += (i in result.fault_rows) and (j in result.fault_cols)
-        per_size[repr(float(rel))] = {"injected": n_faults, "caught": caught, "located": located,
-                                      "recall": caught / n_faults if n_faults else float("nan")}
+        per_size[repr(float(rel))] = {
+            "injected": n_faults,
+            "caught": caught,
+            "located": located,
+            "recall": caught / n_faults if n_faults else float("nan"),
+        }
     recalls = [v["recall"] for v in per_size.values()]
     return {"per_size": per_size, "recall": min(recalls) if recalls else float("nan")}

@@ -42,23 +42,42 @@ def _relative_error(C_MN: np.ndarray, ref_MN: np.ndarray) -> tuple[float, float]
     return abs_err, abs_err / scale if scale > 0 else abs_err
 
 
-def _calibrate(engine: Any, n: int, runs: int, rng: np.random.Generator, seed: int,
-               abft_cfg: dict[str, Any]) -> abft.AbftCalibration:
+def _calibrate(
+    engine: Any, n: int, runs: int, rng: np.random.Generator, seed: int, abft_cfg: dict[str, Any]
+) -> abft.AbftCalibration:
     clean = []
     for run in range(runs):
         A_NN, B_NN = _inputs(rng, n)
-        checked = CheckedGemm(engine.prepare(A_NN, B_NN, "tiled", params=abft_cfg["params"]), A_NN, B_NN,
-                              abft_cfg["n_projections"], seed=seed + 7919 * (run + 1))
+        checked = CheckedGemm(
+            engine.prepare(A_NN, B_NN, "tiled", params=abft_cfg["params"]),
+            A_NN,
+            B_NN,
+            abft_cfg["n_projections"],
+            seed=seed + 7919 * (run + 1),
+        )
         checked.run_unchecked()
         clean.append(checked.statistics())
-    return abft.calibrate_from_statistics(clean, abft_cfg["rule"], abft_cfg["safety_factor"], abft_cfg["mad_z"],
-                                          (n, n, n), abft_cfg["n_projections"])
+    return abft.calibrate_from_statistics(
+        clean,
+        abft_cfg["rule"],
+        abft_cfg["safety_factor"],
+        abft_cfg["mad_z"],
+        (n, n, n),
+        abft_cfg["n_projections"],
+    )
 
 
-def measure_size(info: PlatformInfo, n: int, snapshots: int, iterations: int, seed: int = 0,
-                 calibration_runs: int = 3, faults_per_size: int = 5,
-                 fault_sizes: Sequence[float] = (1e-2, 1.0), abft_options: dict[str, Any] | None = None,
-                 ) -> dict[str, Any]:
+def measure_size(
+    info: PlatformInfo,
+    n: int,
+    snapshots: int,
+    iterations: int,
+    seed: int = 0,
+    calibration_runs: int = 3,
+    faults_per_size: int = 5,
+    fault_sizes: Sequence[float] = (1e-2, 1.0),
+    abft_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """All canary metrics of one (platform, size)."""
     cfg = {"rule": "max", "safety_factor": 10.0, "mad_z": 10.0, "n_projections": 2, "params": TiledParams()}
     cfg.update(abft_options or {})
@@ -72,8 +91,13 @@ def measure_size(info: PlatformInfo, n: int, snapshots: int, iterations: int, se
     for snap in range(snapshots):
         A_NN, B_NN = _inputs(rng, n)
         ref_NN = (A_NN @ B_NN).astype(np.float64)  # numpy's BLAS, the tool a user would otherwise pick
-        checked = CheckedGemm(engine.prepare(A_NN, B_NN, "tiled", params=cfg["params"]), A_NN, B_NN,
-                              cfg["n_projections"], seed=seed + snap)
+        checked = CheckedGemm(
+            engine.prepare(A_NN, B_NN, "tiled", params=cfg["params"]),
+            A_NN,
+            B_NN,
+            cfg["n_projections"],
+            seed=seed + snap,
+        )
         predict_s.append(checked.predict_seconds)
         checked.run_unchecked()  # warm-up: first enqueue compiles the work-group function
         C_NN = None
@@ -89,17 +113,40 @@ def measure_size(info: PlatformInfo, n: int, snapshots: int, iterations: int, se
             a, r = _relative_error(C_NN, ref_NN)
             max_abs, max_rel = max(max_abs, a), max(max_rel, r)
         if C_NN is not None and faults_per_size > 0:
-            got = checked.measure_recall(C_NN, calibration, tuple(fault_sizes), faults_per_size, seed=seed + snap)
+            got = checked.measure_recall(
+                C_NN, calibration, tuple(fault_sizes), faults_per_size, seed=seed + snap
+            )
             for key, counts in got.items():
                 for field in ("injected", "caught", "located"):
                     faults[key][field] += counts[field]
-    return _summarise(n, kernel_s, unchecked_s, checked_s, predict_s, max_abs, max_rel, false_positives,
-                      clean_checks, faults, calibration)
+    return _summarise(
+        n,
+        kernel_s,
+        unchecked_s,
+        checked_s,
+        predict_s,
+        max_abs,
+        max_rel,
+        false_positives,
+        clean_checks,
+        faults,
+        calibration,
+    )
 
 
-def _summarise(n: int, kernel_s: list[float], unchecked_s: list[float], checked_s: list[float],
-               predict_s: list[float], max_abs: float, max_rel: float, false_positives: int, clean_checks: int,
-               faults: dict[str, dict[str, int]], calibration: abft.AbftCalibration) -> dict[str, Any]:
+def _summarise(
+    n: int,
+    kernel_s: list[float],
+    unchecked_s: list[float],
+    checked_s: list[float],
+    predict_s: list[float],
+    max_abs: float,
+    max_rel: float,
+    false_positives: int,
+    clean_checks: int,
+    faults: dict[str, dict[str, int]],
+    calibration: abft.AbftCalibration,
+) -> dict[str, Any]:
     flops = 2.0 * n**3
     gflops = [flops / s / 1e9 for s in kernel_s if s > 0]
     med_unchecked = float(np.median(unchecked_s)) if unchecked_s else float("nan")
@@ -130,10 +177,17 @@ def _summarise(n: int, kernel_s: list[float], unchecked_s: list[float], checked_
     }
 
 
-def run_canary(sizes: Sequence[int], snapshots: int, iterations: int, platforms: Sequence[str] | None = None,
-               seed: int = 0, calibration_runs: int = 3, faults_per_size: int = 5,
-               fault_sizes: Sequence[float] = (1e-2, 1.0), abft_options: dict[str, Any] | None = None,
-               ) -> dict[str, Any]:
+def run_canary(
+    sizes: Sequence[int],
+    snapshots: int,
+    iterations: int,
+    platforms: Sequence[str] | None = None,
+    seed: int = 0,
+    calibration_runs: int = 3,
+    faults_per_size: int = 5,
+    fault_sizes: Sequence[float] = (1e-2, 1.0),
+    abft_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Measure every discovered platform (or those matching ``platforms``, by name or kind).
 
     Returns a JSON-able dict with ``per_platform[<key>]`` holding the platform description, ``usable``
@@ -141,20 +195,36 @@ def run_canary(sizes: Sequence[int], snapshots: int, iterations: int, platforms:
     """
     sizes = [int(n) for n in sizes]
     if not sizes or min(sizes) < 1 or snapshots < 1 or iterations < 1:
-        raise ValueError(f"canary needs sizes >= 1, snapshots >= 1, iterations >= 1; got sizes={sizes}, "
-                         f"snapshots={snapshots}, iterations={iterations}")
+        raise ValueError(
+            f"canary needs sizes >= 1, snapshots >= 1, iterations >= 1; got sizes={sizes}, "
+            f"snapshots={snapshots}, iterations={iterations}"
+        )
     found = discover_platforms()
     chosen = found if platforms is None else _chosen(platforms, found)
     missing = [name for name in platforms or () if not select_platforms(name, found)]
     per_platform: dict[str, Any] = {}
     for info in chosen:
         error = probe_build(info)
-        entry: dict[str, Any] = {"platform": info.to_dict(), "kind": info.kind, "usable": error is None,
-                                 "error": error, "sizes": {}}
+        entry: dict[str, Any] = {
+            "platform": info.to_dict(),
+            "kind": info.kind,
+            "usable": error is None,
+            "error": error,
+            "sizes": {},
+        }
         if error is None:
             for n in sizes:
-                entry["sizes"][str(n)] = measure_size(info, n, snapshots, iterations, seed, calibration_runs,
-                                                      faults_per_size, fault_sizes, abft_options)
+                entry["sizes"][str(n)] = measure_size(
+                    info,
+                    n,
+                    snapshots,
+                    iterations,
+                    seed,
+                    calibration_runs,
+                    faults_per_size,
+                    fault_sizes,
+                    abft_options,
+                )
         per_platform[info.key] = entry
     return {
         "schema": SCHEMA,

@@ -124,7 +124,9 @@ def discover_platforms() -> list[PlatformInfo]:
 
 def _matches(info: PlatformInfo, wanted: str) -> bool:
     w = wanted.strip().lower()
-    return w in (info.kind, info.key.lower()) or w in info.platform_name.lower() or w in info.device_name.lower()
+    return (
+        w in (info.kind, info.key.lower()) or w in info.platform_name.lower() or w in info.device_name.lower()
+    )
 
 
 def select_platforms(name_or_kind: str, found: list[PlatformInfo] | None = None) -> list[PlatformInfo]:
@@ -158,7 +160,7 @@ def select_platform(
     raise PlatformNotFoundError(msg)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def open_device(info: PlatformInfo) -> tuple[Any, Any]:
     """(context, in-order queue) for ``info``, re-found by names; cached so kernels compile once."""
     cl = _import_cl()
@@ -172,7 +174,7 @@ def open_device(info: PlatformInfo) -> tuple[Any, Any]:
     raise PlatformNotFoundError(f"{info.describe()} disappeared since discovery")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_build(info: PlatformInfo) -> str | None:
     """``None`` when ``info`` compiles and runs a trivial kernel, else the (first line of the) reason."""
     cl = _import_cl()

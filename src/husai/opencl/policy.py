@@ -9,7 +9,7 @@ Expected ``policy`` keys (all required unless marked optional):
 ``required_sizes``            sizes every usable platform must report (missing -> failing ``required_size``)
 ``required_kinds``            platform kinds that must be present and usable, e.g. ``["pocl"]`` (may be [])
 ``throughput_floor_fraction`` floor = baseline GFLOP/s x this (``throughput_floor``)
-``max_baseline_drift``        allowed ``|gflops_avg / baseline - 1|`` (``baseline_drift``: re-pin the baseline)
+``max_baseline_drift``        allowed ``|gflops_avg / baseline - 1|`` (``baseline_drift``: re-pin it)
 ``max_rel_error``             max relative error against numpy (``correctness``)
 ``max_abft_overhead``         max ABFT overhead fraction (``abft_overhead``)
 ``min_abft_recall``           min fraction of injected faults caught (``abft_recall``)
@@ -60,11 +60,36 @@ def validate_policy(policy: dict[str, Any]) -> None:
         raise ValueError(f"severity_by_check uses labels {unknown} that are not in severity_order {order}")
 
 
-def _check(code: str, platform: str | None, size: int | None, value: Any, threshold: Any, ok: bool | None,
-           reason: str) -> dict[str, Any]:
+def _check(
+    code: str, where: tuple[str | None, int | None], value: Any, threshold: Any, ok: bool | None, reason: str
+) -> dict[str, Any]:
     status = "not_applicable" if ok is None else ("pass" if ok else "fail")
-    return {"code": code, "platform": platform, "size": size, "value": value, "threshold": threshold,
-            "pass": ok, "status": status, "reason": reason}
+    platform, size = where
+    return {
+        "code": code,
+        "platform": platform,
+        "size": size,
+        "value": value,
+        "threshold": threshold,
+        "pass": ok,
+        "status": status,
+        "reason": reason,
+    }
+
+
+# (check code, metric key, policy key, comparison, description): the checks, not their thresholds.
+_SIZE_LIMITS = (
+    ("correctness", "max_rel_error", "max_rel_error", "<=", "max relative error vs numpy"),
+    ("abft_overhead", "abft_overhead", "max_abft_overhead", "<=", "ABFT overhead fraction"),
+    ("abft_recall", "abft_recall", "min_abft_recall", ">=", "ABFT recall on injected faults"),
+    (
+        "abft_false_positives",
+        "abft_false_positives",
+        "max_abft_false_positives",
+        "<=",
+        "ABFT false positives on clean runs",
+    ),
+)
 
 
 def _baseline_gflops(baseline: dict[str, Any], kind: str, size: int) -> float | None:
@@ -77,51 +102,54 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _size_checks(key: str, kind: str, size: int, m: dict[str, Any], policy: dict[str, Any],
-                 baseline: dict[str, Any]) -> list[dict[str, Any]]:
+def _size_checks(
+    key: str, kind: str, size: int, m: dict[str, Any], policy: dict[str, Any], baseline: dict[str, Any]
+) -> list[dict[str, Any]]:
+    where = (key, size)
     out = []
-    rel, limit = m.get("max_rel_error"), policy["max_rel_error"]
-    out.append(_check("correctness", key, size, rel, limit, _finite(rel) and rel <= limit,
-                      f"max relative error vs numpy {rel} must be <= {limit}"))
+    for code, metric, limit_key, op, what in _SIZE_LIMITS:
+        value, limit = m.get(metric), policy[limit_key]
+        ok = _finite(value) and (value <= limit if op == "<=" else value >= limit)
+        out.append(_check(code, where, value, limit, ok, f"{what} {value} must be {op} {limit}"))
     gflops, base = m.get("gflops_avg"), _baseline_gflops(baseline, kind, size)
     if base is None:
-        out.append(_check("baseline_present", key, size, None, None, False,
-                          f"no pinned baseline GFLOP/s for kind {kind!r} at size {size}"))
-    else:
-        floor = base * policy["throughput_floor_fraction"]
-        out.append(_check("throughput_floor", key, size, gflops, floor, _finite(gflops) and gflops >= floor,
-                          f"mean GFLOP/s {gflops} must be >= baseline {base} x "
-                          f"{policy['throughput_floor_fraction']}"))
-        drift = abs(gflops / base - 1.0) if _finite(gflops) and base > 0 else None
-        limit_d = policy["max_baseline_drift"]
-        out.append(_check("baseline_drift", key, size, drift, limit_d, drift is not None and drift <= limit_d,
-                          f"|mean GFLOP/s / baseline - 1| = {drift} must be <= {limit_d}"))
-    overhead, limit_o = m.get("abft_overhead"), policy["max_abft_overhead"]
-    out.append(_check("abft_overhead", key, size, overhead, limit_o, _finite(overhead) and overhead <= limit_o,
-                      f"ABFT overhead {overhead} must be <= {limit_o}"))
-    recall, limit_r = m.get("abft_recall"), policy["min_abft_recall"]
-    out.append(_check("abft_recall", key, size, recall, limit_r, _finite(recall) and recall >= limit_r,
-                      f"ABFT recall on injected faults {recall} must be >= {limit_r}"))
-    fp, limit_fp = m.get("abft_false_positives"), policy["max_abft_false_positives"]
-    out.append(_check("abft_false_positives", key, size, fp, limit_fp, _finite(fp) and fp <= limit_fp,
-                      f"ABFT false positives on clean runs {fp} must be <= {limit_fp}"))
+        reason = f"no pinned baseline GFLOP/s for kind {kind!r} at size {size}"
+        return [*out, _check("baseline_present", where, None, None, False, reason)]
+    fraction = policy["throughput_floor_fraction"]
+    floor = base * fraction
+    reason = f"mean GFLOP/s {gflops} must be >= baseline {base} x {fraction}"
+    out.append(_check("throughput_floor", where, gflops, floor, _finite(gflops) and gflops >= floor, reason))
+    drift = abs(gflops / base - 1.0) if _finite(gflops) and base > 0 else None
+    limit = policy["max_baseline_drift"]
+    reason = f"|mean GFLOP/s / baseline {base} - 1| = {drift} must be <= {limit}"
+    out.append(_check("baseline_drift", where, drift, limit, drift is not None and drift <= limit, reason))
     return out
 
 
 def _ratio_check(per_platform: dict[str, Any], policy: dict[str, Any]) -> dict[str, Any]:
+    """Mean GFLOP/s of usable rusticl over usable Clover platforms, on the sizes both measured."""
     limit = policy["min_rusticl_clover_ratio"]
-    means: dict[str, list[float]] = {"rusticl": [], "clover": []}
+    by_size: dict[str, dict[int, list[float]]] = {"rusticl": {}, "clover": {}}
     for entry in per_platform.values():
-        if entry.get("usable") and entry.get("kind") in means:
-            values = [m.get("gflops_avg") for m in entry.get("sizes", {}).values()]
-            means[entry["kind"]].extend(v for v in values if _finite(v))
-    if not means["rusticl"] or not means["clover"]:
-        absent = [kind for kind, values in means.items() if not values]
-        return _check("rusticl_clover_ratio", None, None, None, limit, None,
-                      f"not applicable: no usable {' or '.join(absent)} platform with throughput data")
-    ratio = (sum(means["rusticl"]) / len(means["rusticl"])) / (sum(means["clover"]) / len(means["clover"]))
-    return _check("rusticl_clover_ratio", None, None, ratio, limit, ratio >= limit,
-                  f"rusticl/Clover mean GFLOP/s ratio {ratio:.3f} must be >= {limit}")
+        if entry.get("usable") and entry.get("kind") in by_size:
+            for size, m in entry.get("sizes", {}).items():
+                if _finite(m.get("gflops_avg")):
+                    by_size[entry["kind"]].setdefault(int(size), []).append(m["gflops_avg"])
+    common = sorted(set(by_size["rusticl"]) & set(by_size["clover"]))
+    if not common:
+        absent = [kind for kind, sizes in by_size.items() if not sizes] or ["common-size"]
+        reason = (
+            f"not applicable: no usable {' or '.join(absent)} throughput data for both rusticl and Clover"
+        )
+        return _check("rusticl_clover_ratio", (None, None), None, limit, None, reason)
+
+    def mean(kind: str) -> float:
+        values = [v for size in common for v in by_size[kind][size]]
+        return sum(values) / len(values)
+
+    ratio = mean("rusticl") / mean("clover")
+    reason = f"rusticl/Clover mean GFLOP/s ratio {ratio:.3f} over sizes {common} must be >= {limit}"
+    return _check("rusticl_clover_ratio", (None, None), ratio, limit, ratio >= limit, reason)
 
 
 def severity_of(failed: list[dict[str, Any]], policy: dict[str, Any]) -> str | None:
@@ -133,12 +161,34 @@ def severity_of(failed: list[dict[str, Any]], policy: dict[str, Any]) -> str | N
     for check in failed:
         label = table.get(check["code"], policy.get("default_severity"))
         if label is None:
-            raise ValueError(f"no severity for failed check {check['code']!r}: add it to severity_by_check "
-                             "or set default_severity")
+            raise ValueError(
+                f"no severity for failed check {check['code']!r}: add it to severity_by_check "
+                "or set default_severity"
+            )
         if label not in order:
             raise ValueError(f"severity {label!r} for {check['code']!r} is not in severity_order {order}")
         labels.append(label)
     return min(labels, key=order.index)
+
+
+def _platform_checks(
+    key: str, entry: dict[str, Any], policy: dict[str, Any], baseline: dict[str, Any]
+) -> list[dict[str, Any]]:
+    usable = bool(entry.get("usable"))
+    reason = "platform builds and runs kernels" if usable else f"unusable: {entry.get('error')}"
+    out = [_check("platform_usable", (key, None), usable, True, usable, reason)]
+    if not usable:
+        return out
+    sizes = {int(s): m for s, m in entry.get("sizes", {}).items()}
+    for size in (int(s) for s in policy["required_sizes"]):
+        present = size in sizes
+        reason = (
+            f"size {size} measured on {key}" if present else f"required size {size} missing on platform {key}"
+        )
+        out.append(_check("required_size", (key, size), present, True, present, reason))
+    for size, m in sorted(sizes.items()):
+        out.extend(_size_checks(key, entry.get("kind", "other"), size, m, policy, baseline))
+    return out
 
 
 def decide(metrics: dict[str, Any], policy: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
@@ -147,27 +197,16 @@ def decide(metrics: dict[str, Any], policy: dict[str, Any], baseline: dict[str, 
     per_platform = metrics.get("per_platform", {})
     checks: list[dict[str, Any]] = []
     for name in metrics.get("missing_platforms") or []:
-        checks.append(_check("platform_present", name, None, False, True, False,
-                             f"requested platform {name!r} was not found"))
-    present_kinds = {entry.get("kind") for entry in per_platform.values() if entry.get("usable")}
+        reason = f"requested platform {name!r} was not found"
+        checks.append(_check("platform_present", (name, None), False, True, False, reason))
+    usable_kinds = {entry.get("kind") for entry in per_platform.values() if entry.get("usable")}
     for kind in policy["required_kinds"]:
-        checks.append(_check("platform_present", kind, None, kind in present_kinds, True, kind in present_kinds,
-                             f"a usable {kind!r} platform is required"))
-    required = [int(s) for s in policy["required_sizes"]]
+        ok = kind in usable_kinds
+        checks.append(
+            _check("platform_present", (kind, None), ok, True, ok, f"a usable {kind!r} platform is required")
+        )
     for key, entry in sorted(per_platform.items()):
-        usable = bool(entry.get("usable"))
-        checks.append(_check("platform_usable", key, None, usable, True, usable,
-                             "platform builds and runs kernels" if usable else f"unusable: {entry.get('error')}"))
-        if not usable:
-            continue
-        sizes = {int(s): m for s, m in entry.get("sizes", {}).items()}
-        for size in required:
-            present = size in sizes
-            checks.append(_check("required_size", key, size, present, True, present,
-                                 f"size {size} measured on {key}" if present
-                                 else f"required size {size} missing on platform {key}"))
-        for size, m in sorted(sizes.items()):
-            checks.extend(_size_checks(key, entry.get("kind", "other"), size, m, policy, baseline))
+        checks.extend(_platform_checks(key, entry, policy, baseline))
     checks.append(_ratio_check(per_platform, policy))
     failed = [c for c in checks if c["pass"] is False]
     return {

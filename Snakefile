@@ -17,6 +17,7 @@ include: "rules/consistency.smk"
 include: "rules/lanes.smk"
 include: "rules/release.smk"
 include: "rules/evidence.smk"
+include: "rules/platform.smk"
 
 
 rule all:
@@ -33,6 +34,11 @@ rule release_gate:
 rule evidence_bundle:
     input:
         EVIDENCE_MANIFEST,
+
+
+rule platform_canary:
+    input:
+        rules.platform_canary_metrics.output.decision,
 
 
 # One workflow at a time per results/ (Snakemake's own lock only guards overlapping outputs).

@@ -8,7 +8,6 @@ import pytest
 from husai.config import load_yaml
 from husai.gate import evaluate, render_markdown
 
-
 CORE = ("data_qc", "model_learned", "reconstruction", "trained_vs_random", "candidate_selection")
 
 
@@ -130,3 +129,18 @@ def test_required_lane_gate_without_evidence_fails(repo):
     assert g["status"] == "fail" and "missing evidence" in g["reason"]
     t = next(g for g in r["gates"] if g["gate"] == "transcoder")
     assert t["status"] == "skipped"
+
+
+def test_platform_canary_gate_reads_the_decision(repo):
+    p = load_yaml(repo / "config" / "policy.yaml")
+    p["gates"] = {"platform_canary": {"required": True}}
+    ev = _evidence()
+    r = evaluate(p, ev, "cand", ["cand"])
+    assert r["gates"][0]["status"] == "fail" and "missing evidence" in r["gates"][0]["reason"]
+    ev["platform"] = {"path": "d.json", "data": {"decision": "iterate", "severity": "SEV2",
+                                                "failed_checks": [{"code": "platform_usable", "platform": "pocl",
+                                                                   "reason": "cannot build"}]}}
+    g = evaluate(p, ev, "cand", ["cand"])["gates"][0]
+    assert g["status"] == "fail" and "platform_usable" in g["reason"]
+    ev["platform"]["data"] = {"decision": "promote", "failed_checks": []}
+    assert evaluate(p, ev, "cand", ["cand"])["gates"][0]["status"] == "pass"

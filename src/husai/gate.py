@@ -115,6 +115,17 @@ def gate_candidate_selection(spec, ev):
     return g
 
 
+def gate_platform_canary(spec, ev):
+    d = ev["platform"]["data"]
+    g = _gate("platform_canary", spec, [check("platform_decision", d["decision"], "promote", "==", "point")],
+              [ev["platform"]["path"]])
+    if d.get("failed_checks"):
+        g["reason"] = f"{d.get('severity')}: " + "; ".join(
+            f"{c.get('code')} {c.get('platform') or ''} {c.get('size') or ''}: {c.get('reason')}".strip()
+            for c in d["failed_checks"][:10])
+    return g
+
+
 def evaluate(policy: dict, evidence: dict, candidate: str | None, conditions: list[str]) -> dict:
     """evidence: {'qc', 'model_metrics', 'candidate_consistency': {'path','data'} or None,
     'candidate_seed_metrics': list, 'consistency': {condition: {'path','data'}}}."""
@@ -133,6 +144,7 @@ def evaluate(policy: dict, evidence: dict, candidate: str | None, conditions: li
         "trained_vs_random": (lambda s: gate_trained_vs_random(s, evidence, bh_by_cond.get(candidate)),
                               ["candidate_consistency"]),
         "candidate_selection": (lambda s: gate_candidate_selection(s, evidence), ["selection"]),
+        "platform_canary": (lambda s: gate_platform_canary(s, evidence), ["platform"]),
     }
     # External benchmarks: the candidate's per-seed summaries against a matched baseline (skipped when absent).
     from husai.external import external_gate

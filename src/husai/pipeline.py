@@ -194,6 +194,9 @@ def select_candidate(input, output, params, config, rule):
     print(f"selected: {result['selected']}; dropped: {[d['condition'] for d in result['dropped']]}")
 
 
+PLATFORM_DECISION = "results/platform/platform_decision.json"
+
+
 def run_id(config) -> str:
     return f"{config['run_name']}-{config_hash(config)[:8]}-{git_sha()[:8]}"
 
@@ -215,10 +218,13 @@ def release_policy(input, output, params, config, rule):
     evidence = {"qc": [load(p) for p in input.qc], "model_metrics": load(input.model_metrics),
                 "candidate_seed_metrics": cand_metrics or None,
                 "candidate_consistency": consistency_by.get(candidate), "consistency": consistency_by,
-                "selection": load(input.selection), "lanes": _lane_evidence(input.get("lanes", []), load)}
+                "selection": load(input.selection), "lanes": _lane_evidence(input.get("lanes", []), load),
+                # The canary is its own target (`snakemake platform_canary`), run on the node it judges: read when
+                # present, never required as an input here.
+                "platform": load(PLATFORM_DECISION)}
     result = evaluate(policy, evidence, candidate, conditions)
     all_inputs = [input.policy, *input.qc, input.model_metrics, *input.manifest, input.selection,
-                  *input.seed_metrics, *input.consistency, *input.get("lanes", [])]
+                  *input.seed_metrics, *input.consistency, *input.get("lanes", []), PLATFORM_DECISION]
     report = {
         "policy_id": policy["policy_id"], "policy_version": policy["version"], "run_id": run_id(config),
         "candidate": candidate, "released_seed": selection["selected_seed"] if candidate == selection["selected"]

@@ -33,3 +33,25 @@ def evidence_bundle(input, output, params, config, rule):
                          "ask for `snakemake evidence_bundle`, which follows the current run id")
     build_bundle(params.results_dir, config, input.policy, list(params.config_files), out_dir)
     print(f"evidence bundle: {out_dir}")
+
+
+def platform_canary(input, output, params, config, rule):
+    """Run the OpenCL canary on this node's platforms and decide with the platform policy (always exits 0: the
+    decision is data, read by the platform_canary gate)."""
+    from husai.config import load_yaml
+    from husai.io import write_json
+    from husai.opencl import decide, run_canary
+    from husai.provenance import provenance
+
+    policy, baseline = load_yaml(input.policy), load_yaml(input.baseline)
+    metrics = run_canary(policy["sizes"], policy["snapshots"], policy["iterations"], platforms=policy.get("platforms"),
+                         seed=policy.get("seed", 0))
+    metrics["provenance"] = provenance(rule=rule, config=config, inputs=[input.policy, input.baseline])
+    write_json(output.metrics, metrics)
+    decision = decide(metrics, {k: v for k, v in policy.items()
+                                if k not in ("sizes", "snapshots", "iterations", "seed", "platforms")}, baseline)
+    decision["provenance"] = provenance(rule=rule, config=config, inputs=[input.policy, input.baseline,
+                                                                           output.metrics])
+    write_json(output.decision, decision)
+    print(f"platform canary: {decision['decision']} ({decision['severity']}); "
+          f"platforms: {list(metrics['per_platform'])}")

@@ -222,3 +222,32 @@ if IS_TOY and "known_circuit" in CONDITION_LANES:
             runtime=10,
         script:
             "../workflow/scripts/known_circuit.py"
+
+
+if TRANSCODER_LANE:
+
+    # Transcoders (input hook -> output hook) and SAEs on the same input hook, same seeds and training config,
+    # each against its own chance level; the configuration is fixed in config before the run.
+    rule transcoder_lane:
+        input:
+            weights=MODEL_REF,
+            manifest=f"results/activations/{MODEL}/{HOOKS[0]}/manifest.json",
+            qc=f"results/activations/{MODEL}/{HOOKS[0]}/qc.json",
+        output:
+            json=f"results/lanes/{MODEL}/transcoder.json",
+        params:
+            transcoder=LANE_CFG.get("transcoder"),
+            training=config["sae"]["training"],
+        log:
+            f"results/logs/{MODEL}/transcoder_lane.log",
+        benchmark:
+            f"results/benchmarks/{MODEL}/transcoder_lane.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+            runtime=60,
+            gpu=TRAIN_GPUS,
+        script:
+            "../workflow/scripts/transcoder_lane.py"

@@ -111,10 +111,22 @@ def gate_known_circuit(spec, record, policy):
     ], [record["path"]])
 
 
-def _not_wired(name):
-    """The transcoder lane waits for the transcoder architecture: its evidence is reported missing."""
-    return lambda spec, record, policy: _missing(name, spec, f"{name} lane evidence not produced")
+def gate_transcoder(spec, record, policy):
+    """Transcoders must beat their own chance level, and must not be worse than SAEs on the same hook by more than
+    the policy's non-inferiority margin (both on the seed-level bound named by `basis`)."""
+    if record is None:
+        return _missing("transcoder", spec, "transcoder lane evidence not produced")
+    st = record["data"]["statistics"][spec["statistic"]]
+    lcb = spec["basis"] == "lcb"
+    excess = st["transcoder"]["excess_lcb"] if lcb else st["transcoder"]["excess_over_chance"]
+    delta = st["delta"]["lcb"] if lcb else st["delta"]["point"]
+    return _gate("transcoder", spec, [
+        check("transcoder_excess_over_chance", excess, spec["min_transcoder_excess"], ">=", spec["basis"],
+              "one-sided seed-level bootstrap of (transcoder - its chance)"),
+        check("transcoder_minus_sae_excess", delta, spec["min_delta"], ">=", spec["basis"],
+              "seeds resampled jointly when shared; non-inferiority margin"),
+    ], [record["path"]])
 
 
 LANE_GATES = {"splice": gate_splice, "probe_tripwires": gate_probe_tripwires, "ood": gate_ood,
-              "known_circuit": gate_known_circuit, "transcoder": _not_wired("transcoder")}
+              "known_circuit": gate_known_circuit, "transcoder": gate_transcoder}

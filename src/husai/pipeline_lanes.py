@@ -367,3 +367,42 @@ def known_circuit(input, output, params, config, rule):
         random_init_basis=strip(rbasis), report=report))
     print(f"known circuit {params.condition}: aligned {report['value']:.3f}, "
           f"delta vs random init {report['delta_vs_random_init']}")
+
+
+def transcoder_lane(input, output, params, config, rule):
+    """TopK transcoders (input hook -> output hook) and TopK SAEs on the input hook, the same seeds, width, k and
+    training config, on the SAE training rows (held-out and OOD rows excluded, as for every SAE); each family's
+    consistency against its own chance level, and the stress delta with a seed-level bound."""
+    from husai.consistency_report import condition_consistency
+    from husai.lanes.transcoder_stress import transcoder_stress
+    from husai.saes import SAEConfig
+    from husai.toymodel import ToyModelConfig, load_model
+    from husai.training import TrainConfig, train_seed_batched
+
+    cfg_t = config["lanes"]["transcoder"]
+    data = A.load_verified_dataset(input.manifest, input.qc)
+    toy = ToyModelConfig(**{k: v for k, v in config["model"].items() if k not in ("name", "kind")})
+    model = load_model(toy, input.weights)
+    hooks = [cfg_t["input_hook"], cfg_t["output_hook"]]
+    acts = A.extract_hooks(model, np.asarray(data["tokens"]), hooks, config["activations"]["position"])
+    train = ~data["heldout_mask"] & ~data["ood_mask"]
+    x_in, y_out = acts[hooks[0]][train], acts[hooks[1]][train]
+    seeds = [int(s) for s in config["sae"]["seeds"]]
+    tc = TrainConfig(**config["sae"]["training"])
+    width, k = int(cfg_t["width"]), int(cfg_t["k"])
+    tcd, _ = train_seed_batched(SAEConfig("topk_transcoder", x_in.shape[1], width, k=k, d_out=y_out.shape[1]), tc,
+                                x_in, seeds, targets_ND=y_out)
+    sae, _ = train_seed_batched(SAEConfig("topk", x_in.shape[1], width, k=k), tc, x_in, seeds)
+    ccfg = {**config["consistency"], "lcb_confidence": load_yaml(config["policy"])["lcb_confidence"]}
+    reports = {name: condition_consistency([m.W_dec_SFD[s].detach().to(torch.float64) for s in range(len(seeds))],
+                                           seeds, ccfg) for name, m in (("transcoder", tcd), ("sae", sae))}
+    tc_id, sae_id = (f"topk_transcoder-w{width}-k{k}:{hooks[0]}->{hooks[1]}", f"topk-w{width}-k{k}:{hooks[0]}")
+    stress = transcoder_stress(reports["transcoder"], reports["sae"],
+                               n_resamples=int(cfg_t.get("bootstrap_resamples", 2000)),
+                               transcoder_condition=tc_id, sae_condition=sae_id)
+    write_json(output.json, {
+        "lane": "transcoder", **stress, "input_hook": hooks[0], "output_hook": hooks[1], "seeds": seeds,
+        "consistency": {name: {s: r["statistics"][s]["trained"]["mean"] for s in r["statistics"]}
+                        for name, r in reports.items()},
+        "provenance": provenance(rule=rule, config=config, inputs=[input.weights, input.manifest], seed=seeds),
+    })

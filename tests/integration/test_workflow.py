@@ -47,7 +47,7 @@ def test_release_policy_written_and_decision_follows_numbers(tiny_run):
 
     assert {g["gate"] for g in report["gates"]} == set(load_yaml(repo / "config/policy.yaml")["gates"])
     for g in report["gates"]:
-        if g["gate"] in ("splice", "probe_tripwires", "ood", "known_circuit"):
+        if g["gate"] in ("splice", "probe_tripwires", "ood", "known_circuit", "transcoder"):
             assert g["checks"] and not (g["reason"] or "").startswith("missing evidence"), g
     sel = json.loads((work / "results/release/selected_candidate.json").read_text())
     assert report["candidate"] == sel["candidate"]

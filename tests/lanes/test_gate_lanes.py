@@ -216,5 +216,24 @@ def test_evaluate_reads_the_candidates_own_lane_records():
     by = {g["gate"]: g for g in res["gates"]}
     assert by["splice"]["status"] == "pass" and by["splice"]["evidence"] == ["s.json"]
     assert by["ood"]["status"] == "fail" and by["ood"]["reason"].startswith("missing evidence")
-    assert by["transcoder"]["status"] == "skipped"
+    assert by["transcoder"]["status"] == ("fail" if POLICY["gates"]["transcoder"]["required"] else "skipped")
     assert res["decision"] == "iterate"
+
+
+def _tc_record(excess_lcb, delta_lcb):
+    st = {"transcoder": {"excess_lcb": excess_lcb, "excess_over_chance": excess_lcb + 0.05},
+          "sae": {"excess_lcb": 0.3, "excess_over_chance": 0.35},
+          "delta": {"point": delta_lcb + 0.05, "lcb": delta_lcb, "ucb": delta_lcb + 0.1}}
+    return {"path": "transcoder.json", "data": {"lane": "transcoder", "statistics": {"pwmcc": st}}}
+
+
+def test_transcoder_gate_pass_fail_and_missing():
+    from husai.gate_lanes import gate_transcoder
+
+    spec = {"required": True, "statistic": "pwmcc", "min_transcoder_excess": 0.1, "min_delta": -0.1, "basis": "lcb"}
+    assert gate_transcoder(spec, _tc_record(0.3, 0.0), {})["status"] == "pass"
+    g = gate_transcoder(spec, _tc_record(0.3, -0.2), {})
+    assert g["status"] == "fail" and "transcoder_minus_sae_excess" in g["reason"]
+    assert gate_transcoder(spec, _tc_record(0.05, 0.0), {})["status"] == "fail"
+    assert gate_transcoder(spec, None, {})["status"] == "fail"
+    assert gate_transcoder({**spec, "required": False}, None, {})["status"] == "skipped"

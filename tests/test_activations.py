@@ -2,33 +2,10 @@
 
 import numpy as np
 import pytest
+from shard_helpers import QC, make_shards, merge
 
 from husai import activations as A
 from husai.io import ChecksumError, read_json
-
-QC = {"max_nan": 0, "max_inf": 0, "max_duplicate_fraction": 0.01, "min_dim_variance": 1e-8,
-      "max_low_variance_dim_fraction": 0.05}
-
-
-def _make_shards(tmp_path, data, n_shards=3):
-    paths = {"infos": [], "acts": [], "tokens": []}
-    for i in range(n_shards):
-        rows = A.shard_rows(len(data), n_shards, i, seed=100 + i)
-        d = tmp_path / "shards"
-        a, t, j = d / f"shard{i}.npy", d / f"shard{i}.tokens.npy", d / f"shard{i}.json"
-        A.write_shard(data[rows], np.stack([rows, rows, rows], 1), a, t, j, {"shard": i, "seed": 100 + i})
-        paths["infos"].append(j)
-        paths["acts"].append(a)
-        paths["tokens"].append(t)
-    return paths
-
-
-def _merge(tmp_path, paths):
-    out = {k: tmp_path / f"{k}.{'json' if k in ('manifest', 'qc') else 'npy'}"
-           for k in ("acts", "tokens", "split", "manifest", "qc")}
-    A.merge_shards(paths["infos"], paths["acts"], paths["tokens"], out, heldout_fraction=0.25, split_seed=1,
-                   qc_thresholds=QC, extra_manifest={"hook": "h"})
-    return out
 
 
 def test_shards_partition_rows_and_seed_changes_order():
@@ -39,7 +16,7 @@ def test_shards_partition_rows_and_seed_changes_order():
 
 def test_merge_writes_manifest_split_and_passing_qc(tmp_path):
     data = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
-    out = _merge(tmp_path, _make_shards(tmp_path, data))
+    out = merge(tmp_path, make_shards(tmp_path, data))
     m = read_json(out["manifest"])
     assert m["shape"] == [200, 6] and m["split"]["n_heldout"] == 50 and len(m["shards"]) == 3
     ds = A.load_verified_dataset(out["manifest"], out["qc"])
@@ -50,17 +27,17 @@ def test_merge_writes_manifest_split_and_passing_qc(tmp_path):
 
 def test_corrupt_shard_is_named_before_merging(tmp_path):
     data = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
-    paths = _make_shards(tmp_path, data)
+    paths = make_shards(tmp_path, data)
     raw = bytearray(paths["acts"][1].read_bytes())
     raw[-3] ^= 0xFF  # flip bits in the data section
     paths["acts"][1].write_bytes(bytes(raw))
     with pytest.raises(ChecksumError, match="shard1.npy"):
-        _merge(tmp_path, paths)
+        merge(tmp_path, paths)
 
 
 def test_merged_file_changed_after_manifest_is_refused(tmp_path):
     data = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
-    out = _merge(tmp_path, _make_shards(tmp_path, data))
+    out = merge(tmp_path, make_shards(tmp_path, data))
     with open(out["acts"], "r+b") as f:
         f.seek(-1, 2)
         f.write(b"\x01")
@@ -71,7 +48,7 @@ def test_merged_file_changed_after_manifest_is_refused(tmp_path):
 def test_nan_activations_fail_qc_and_training_refuses(tmp_path):
     data = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
     data[5, 1] = np.nan
-    out = _merge(tmp_path, _make_shards(tmp_path, data))
+    out = merge(tmp_path, make_shards(tmp_path, data))
     qc = read_json(out["qc"])
     assert not qc["thresholds_passed"] and qc["nan_count"] == 1
     assert any("NaN" in r for r in qc["failed_reasons"])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shard_helpers import QC, make_shards, merge
 
 from husai import activations as A
 from husai.checkpoint import load_seed, save_seed
@@ -24,9 +25,6 @@ from husai.config import ConfigError, check_config, load_yaml
 from husai.io import ChecksumError, SafetensorsFormatError, read_json, save_safetensors, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
-QC = {"max_nan": 0, "max_inf": 0, "max_duplicate_fraction": 0.01, "min_dim_variance": 1e-8,
-      "max_low_variance_dim_fraction": 0.05}
-
 
 # --- builders: each returns a zero-argument callable that runs the guarding check on damaged input ----------
 
@@ -41,51 +39,32 @@ def bad_config(mutate):
     return build
 
 
-def _shards(tmp_path, data=None, n=3):
-    data = np.random.default_rng(0).normal(size=(90, 6)).astype(np.float32) if data is None else data
-    paths = {"infos": [], "acts": [], "tokens": []}
-    for i in range(n):
-        rows = A.shard_rows(len(data), n, i, seed=100 + i)
-        d = tmp_path / "shards"
-        a, t, j = d / f"shard{i}.npy", d / f"shard{i}.tokens.npy", d / f"shard{i}.json"
-        A.write_shard(data[rows], np.stack([rows] * 3, 1), a, t, j, {"shard": i, "seed": 100 + i})
-        for k, p in zip(("infos", "acts", "tokens"), (j, a, t), strict=True):
-            paths[k].append(p)
-    return paths
-
-
-def _merge(tmp_path, paths):
-    out = {k: tmp_path / f"{k}.{'json' if k in ('manifest', 'qc') else 'npy'}"
-           for k in ("acts", "tokens", "split", "manifest", "qc")}
-    A.merge_shards(paths["infos"], paths["acts"], paths["tokens"], out, heldout_fraction=0.25, split_seed=1,
-                   qc_thresholds=QC, extra_manifest={"hook": "h"})
-    return out
 
 
 def truncated_shard(tmp_path):
-    paths = _shards(tmp_path)
+    paths = make_shards(tmp_path)
     raw = paths["acts"][1].read_bytes()
     paths["acts"][1].write_bytes(raw[: len(raw) // 2])
-    return lambda: _merge(tmp_path, paths)
+    return lambda: merge(tmp_path, paths)
 
 
 def flipped_shard_bytes(tmp_path):
-    paths = _shards(tmp_path)
+    paths = make_shards(tmp_path)
     raw = bytearray(paths["acts"][1].read_bytes())
     raw[-5] ^= 0xFF
     paths["acts"][1].write_bytes(bytes(raw))
-    return lambda: _merge(tmp_path, paths)
+    return lambda: merge(tmp_path, paths)
 
 
 def nan_rows(tmp_path):
     data = np.random.default_rng(0).normal(size=(90, 6)).astype(np.float32)
     data[[3, 40]] = np.nan
-    out = _merge(tmp_path, _shards(tmp_path, data))
+    out = merge(tmp_path, make_shards(tmp_path, data))
     return lambda: A.load_verified_dataset(out["manifest"], out["qc"])
 
 
 def merged_file_truncated_after_manifest(tmp_path):
-    out = _merge(tmp_path, _shards(tmp_path))
+    out = merge(tmp_path, make_shards(tmp_path))
     raw = out["acts"].read_bytes()
     out["acts"].write_bytes(raw[:-64])
     return lambda: A.load_verified_dataset(out["manifest"], out["qc"])

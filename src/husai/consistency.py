@@ -11,7 +11,6 @@ import itertools
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 
 class DecoderLayoutError(ValueError):
@@ -53,25 +52,23 @@ def pwmcc_from_sim(sim_FG: torch.Tensor) -> float:
 
 
 def hungarian_from_sim(sim_FG) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One-to-one assignment maximising total |cos|; returns rows, cols and the matched |cos| values."""
-    sim = sim_FG.detach().cpu().numpy() if isinstance(sim_FG, torch.Tensor) else np.asarray(sim_FG)
-    rows, cols = linear_sum_assignment(sim, maximize=True)
-    return rows, cols, sim[rows, cols]
+    """One-to-one assignment maximising total |cos| (exact, scipy); returns rows, cols and the matched |cos|."""
+    from husai.assignment import scipy_assignment  # husai.assignment imports this module
+
+    res = scipy_assignment(sim_FG)
+    return res.rows, res.cols, res.matched
 
 
 def pair_statistics(A_FD, B_GD, tau: float, assignment: dict | None = None) -> dict[str, float]:
     """PWMCC, matched MCC and shared fraction of one pair. `assignment` ({method, exact_max_n}) picks the solver:
     scipy's exact Hungarian up to exact_max_n (the default everywhere in the embedded study), an auction or
     sparse-candidate solver above it, whose certified gap to the optimum is recorded (husai.assignment)."""
-    sim = abs_cosine(A_FD, B_GD)
-    if assignment is None or assignment.get("method", "scipy") == "scipy":
-        _, _, matched = hungarian_from_sim(sim)
-        gap = 0.0
-    else:
-        from husai.assignment import matched_assignment
+    from husai.assignment import matched_assignment  # husai.assignment imports this module
 
-        res = matched_assignment(sim, method=assignment["method"], exact_max_n=assignment.get("exact_max_n", 4096))
-        matched, gap = np.asarray(res.matched), float(res.mean_gap_bound or 0.0)
+    sim = abs_cosine(A_FD, B_GD)
+    a = assignment or {}
+    res = matched_assignment(sim, method=a.get("method", "scipy"), exact_max_n=a.get("exact_max_n", 4096))
+    matched, gap = np.asarray(res.matched), float(res.mean_gap_bound or 0.0)
     return {
         "pwmcc": pwmcc_from_sim(sim),
         "matched_mcc": float(matched.mean()),

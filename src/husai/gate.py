@@ -129,6 +129,7 @@ def gate_platform_canary(spec, ev):
 def evaluate(policy: dict, evidence: dict, candidate: str | None, conditions: list[str]) -> dict:
     """evidence: {'qc', 'model_metrics', 'candidate_consistency': {'path','data'} or None,
     'candidate_seed_metrics': list, 'consistency': {condition: {'path','data'}}}."""
+    evidence = dict(evidence)  # lane records are added below; the caller's dict stays as it was
     gates_spec = policy["gates"]
     conf = policy["lcb_confidence"]
     stat = gates_spec.get("trained_vs_random", {}).get("statistic", "pwmcc")

@@ -21,7 +21,6 @@ import itertools
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 
 class AssignmentRegularizer:
@@ -69,8 +68,6 @@ class AssignmentRegularizer:
         self.cols_SM = torch.as_tensor(np.stack(cols), dtype=torch.long, device=W_dec_SFD.device)
 
     def _solve(self, sim_FG: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if self.method == "scipy":
-            return linear_sum_assignment(sim_FG.cpu().numpy(), maximize=True)
         from husai.assignment import matched_assignment
 
         r = matched_assignment(sim_FG, method=self.method, device=sim_FG.device)

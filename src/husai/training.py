@@ -32,6 +32,7 @@ from husai.saes import BatchedSAE, SAEConfig, build_sae, get_architecture
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SYNC_FREE: bool | None = None  # None: sync-free step on CUDA only; True forces it (tests exercise it on CPU)
+EXPLICIT_GRADS: bool | None = None  # None: hand-written gradients on CPU in fp32 where the architecture has them
 BASE_LOG_KEYS = ("fvu", "sparsity", "aux", "dead_fraction", "l0")
 
 
@@ -208,6 +209,7 @@ def train_seed_batched(
         start, steps_since_fired = _load_state(state_path, sae, opt, fingerprint, regularizer if reg_on else None)
     sae.compute_dtype = DTYPES[tc.dtype]
     losses_fn = torch.compile(sae.training_losses, dynamic=False) if tc.compile else sae.training_losses
+    explicit = _explicit_grads(sae, tc, dev)
     sync_free = dev.type != "cpu" if SYNC_FREE is None else SYNC_FREE
     guard = _FiniteGuard(dev, list(seeds), eager=not sync_free)
     log: dict = {k: [] for k in ("steps", *BASE_LOG_KEYS)}
@@ -221,20 +223,27 @@ def train_seed_batched(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         rows = order[step]
-        x = x_all[rows]
-        y = x if targets_ND is None else y_all[rows]
+        x = x_all.index_select(0, rows)
+        y = x if targets_ND is None else y_all.index_select(0, rows)
         dead_SF = steps_since_fired >= sae_cfg.dead_after_steps
         # Before dead_after_steps no latent can be dead; after it, only CPU asks (a free sync there). Computing
         # AuxK with no dead latent adds exactly zero, so both ways give the same result.
         any_dead = step >= sae_cfg.dead_after_steps and (sync_free or bool(dead_SF.any()))
-        out = losses_fn(x, y, dead_SF, scale, any_dead)
+        if explicit:  # the loss terms, with their gradients already in .grad
+            out = sae.training_step_grads(x, y, dead_SF, scale, any_dead)
+        else:
+            out = losses_fn(x, y, dead_SF, scale, any_dead)
+            opt.zero_grad(set_to_none=True)
         terms = dict(out.terms)
         if reg_on:
             terms["reg"] = regularizer.loss_S(sae, step)
         loss_S = sum(terms.values())
         guard.update(loss_S, step)
-        opt.zero_grad(set_to_none=True)
-        loss_S.sum().backward()
+        if explicit:
+            if reg_on:
+                terms["reg"].sum().backward()  # accumulates onto the explicit gradients
+        else:
+            loss_S.sum().backward()
         sae.remove_parallel_decoder_grad_()
         opt.step()
         sae.normalize_decoder_()
@@ -261,6 +270,17 @@ def train_seed_batched(
     log["precision"] = {"dtype": tc.dtype, "compile": tc.compile, "device": str(dev)}
     sae.compute_dtype = torch.float32
     return sae.cpu(), log
+
+
+def _explicit_grads(sae: BatchedSAE, tc: TrainConfig, dev: torch.device) -> bool:
+    """Use the architecture's hand-written backward (e.g. husai.saes.topk_grad)? By default on CPU in fp32
+    without compile, where the step is made of small ops and autograd's dense pre-activation gradient and
+    weight-gradient GEMM dominate; CUDA, bf16 and compile keep the autograd step."""
+    if not (hasattr(sae, "explicit_grads") and sae.explicit_grads()):
+        return False
+    if EXPLICIT_GRADS is not None:
+        return EXPLICIT_GRADS
+    return dev.type == "cpu" and tc.dtype == "float32" and not tc.compile
 
 
 def _append_log(log: dict, step: int, terms: dict, out, dead_SF: torch.Tensor) -> None:

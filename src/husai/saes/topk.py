@@ -10,6 +10,7 @@ import torch
 
 from husai.saes.base import BatchedSAE, TrainOut
 from husai.saes.registry import register
+from husai.saes.topk_grad import topk_step_grads
 
 
 def topk_indices(pre_SBF: torch.Tensor, k: int) -> torch.Tensor:
@@ -73,6 +74,18 @@ class TopKSAE(BatchedSAE):
         return TrainOut(terms={"fvu": self.fvu(y_hat, y_BD, scale), "aux": aux},
                         fired_SF=fired_from_indices(vals, idx, self.cfg.d_sae),
                         l0_S=(vals > 0).sum(dim=2).float().mean(dim=1), y_hat_SBD=y_hat)
+
+    def explicit_grads(self) -> bool:
+        """Whether `training_step_grads` computes this class's loss: plain TopK (and the TopK transcoder), not
+        subclasses that change the selection, the losses, or the decode."""
+        cls = type(self)
+        return all(getattr(cls, name) is getattr(TopKSAE, name) for name in
+                   ("training_losses", "select_indices", "aux_loss", "decode_sparse", "pre_activation",
+                    "pre_for_training", "fvu"))
+
+    def training_step_grads(self, x_BD, y_BD, dead_SF, scale: float, any_dead: bool = True) -> TrainOut:
+        """`training_losses` plus its backward, with the gradients written by hand (husai.saes.topk_grad)."""
+        return topk_step_grads(self, x_BD, y_BD, dead_SF, scale, any_dead)
 
     def aux_loss(self, x_BD, x_hat_SBD, pre_SBF, dead_SF, take=None) -> torch.Tensor:
         """AuxK: the top-k_aux dead latents reconstruct the residual the live ones left.

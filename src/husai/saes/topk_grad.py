@@ -1,0 +1,114 @@
+"""The TopK (+ AuxK) training step with explicit gradients: no autograd graph, every gradient written by hand.
+
+Same math as `TopKSAE.training_losses` followed by `backward()` (tests/saes/test_topk_grad.py checks the
+gradients against autograd and whole runs against the autograd trainer). Why: at the embedded sizes a step is
+dominated by small ops, and autograd adds a dense [S, B, F] gradient of the pre-activations (a zero fill and a
+scatter) plus a dense [S, D, B] x [S, B, F] weight-gradient GEMM, although only k of the F latents of a row
+carry a gradient. Here both weight gradients are sparse scatters of S*B*k rows:
+
+    loss_S = fvu_S + aux_S,  r = y_hat - y,  g_r = dL/dy_hat = 2 r / (B scale^2)
+    dL/dvals[s,b,j]   = <g_r[s,b], W_dec[s, idx[s,b,j]]>           (a gather and a batched dot)
+    dL/dpre (chosen)  = dL/dvals * [pre > 0]                       (ReLU; AuxK values: * isfinite)
+    dL/dW_dec[s,f]    = sum over (b, j) with idx = f of vals * g_r[s,b]
+    dL/dW_enc[s,:,f]  = sum over (b, j) with idx = f of dL/dpre * (x_b - b_dec_s)
+    dL/db_enc[s,f]    = sum over (b, j) with idx = f of dL/dpre
+    dL/db_dec[s]      = sum_b g_r[s,b] - W_enc[s] @ dL/db_enc[s]   (b_dec is subtracted from the input)
+
+The scatters are `index_add_` over rows (deterministic on CPU, so a resumed run stays bit-identical), seed by
+seed in a fixed order, so a seed's gradient does not depend on which other seeds share the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F_
+
+
+def _decoder_dot(g_SBO: torch.Tensor, W_flat: torch.Tensor, flat_SBK: torch.Tensor) -> torch.Tensor:
+    """[S, B, K]: <g[s,b], W_flat[flat[s,b,j]]>, the gradient of an embedding_bag decode w.r.t. its weights."""
+    S, B, K = flat_SBK.shape
+    rows = W_flat.index_select(0, flat_SBK.reshape(-1)).view(S * B, K, -1)
+    return torch.bmm(g_SBO.reshape(S * B, 1, -1), rows.transpose(1, 2)).view(S, B, K)
+
+
+def _aux_terms(sae, y_BD, r_SBO, pre_SBF, dead_SF, W_flat, seed_off):
+    """AuxK forward and its gradient: (aux_S, flat idx, decoded values, d aux / d values, isfinite mask).
+    The same computation as TopKSAE.aux_loss: dead latents' raw pre-activations reconstruct the detached
+    residual y - y_hat, normalised by the residual's power and scaled by min(n_dead / k_aux, 1)."""
+    cfg = sae.cfg
+    S, B, _ = pre_SBF.shape
+    k_aux = min(cfg.aux_k or max(1, cfg.d_in // 2), cfg.d_sae)
+    resid = -r_SBO  # y - y_hat (no gradient flows through it)
+    masked = pre_SBF.masked_fill(~dead_SF.unsqueeze(1), float("-inf"))
+    top, idx = masked.topk(k_aux, dim=-1, sorted=False)
+    fin = torch.isfinite(top).to(pre_SBF.dtype)
+    va = pre_SBF.gather(-1, idx) * fin
+    flat = idx + seed_off
+    rh = F_.embedding_bag(flat.reshape(S * B, k_aux), W_flat, mode="sum",
+                          per_sample_weights=va.reshape(S * B, k_aux)).view(S, B, -1)
+    e = rh - resid
+    num = (e * e).sum(dim=(1, 2))
+    den = (resid * resid).sum(dim=(1, 2)).clamp_min(1e-12)
+    scale_S = (dead_SF.sum(dim=1).to(num.dtype) / k_aux).clamp(max=1.0)
+    aux = cfg.aux_k_coefficient * scale_S * num / den
+    g_rh = e * (2 * cfg.aux_k_coefficient * scale_S / den).view(S, 1, 1)
+    return aux, flat, va, g_rh, _decoder_dot(g_rh, W_flat, flat) * fin
+
+
+@torch.no_grad()
+def topk_step_grads(sae, x_BD: torch.Tensor, y_BD: torch.Tensor, dead_SF: torch.Tensor, scale: float,
+                    any_dead: bool):
+    """One TopK training forward; writes d(sum_S loss_S)/d(param) into every parameter's `.grad` (replacing
+    it) and returns the same TrainOut as `training_losses`."""
+    from husai.saes.base import TrainOut
+    from husai.saes.topk import fired_from_indices
+
+    W_enc, W_dec, b_enc, b_dec = sae.W_enc_SDF, sae.W_dec_SFD, sae.b_enc_SF, sae.b_dec_SD
+    S, B = sae.n_seeds, x_BD.shape[0]
+    D, F, O = W_enc.shape[1], W_enc.shape[2], W_dec.shape[2]
+    sub_b_dec = sae.apply_b_dec_to_input
+    c_SF = b_enc - torch.bmm(b_dec.unsqueeze(1), W_enc).squeeze(1) if sub_b_dec else b_enc
+    pre = torch.baddbmm(c_SF.unsqueeze(1), x_BD.unsqueeze(0).expand(S, B, D), W_enc)
+    idx = sae.select_indices(pre, x_BD)
+    K = idx.shape[2]
+    pv = pre.gather(-1, idx)
+    vals = pv.relu()
+    seed_off = (torch.arange(S, device=idx.device) * F).view(S, 1, 1)
+    flat = idx + seed_off
+    W_flat = W_dec.reshape(S * F, O)
+    y_hat = F_.embedding_bag(flat.reshape(S * B, K), W_flat, mode="sum",
+                             per_sample_weights=vals.reshape(S * B, K)).view(S, B, O) + b_dec.unsqueeze(1)
+    r = y_hat - y_BD.unsqueeze(0)
+    fvu = (r * r).sum(dim=2).mean(dim=1) / scale**2
+    g_r = r * (2.0 / (B * scale**2))
+    g_pre = _decoder_dot(g_r, W_flat, flat) * (pv > 0).to(pv.dtype)
+    # Decoder rows: sum of value * output gradient over the rows that chose the latent.
+    dec_src = [(vals.unsqueeze(-1) * g_r.unsqueeze(2)).reshape(-1, O)]
+    dec_idx = [flat.reshape(-1)]
+    if any_dead and sae.cfg.aux_k_coefficient != 0:
+        aux, flat_a, va, g_rh, g_pre_a = _aux_terms(sae, y_BD, r, pre, dead_SF, W_flat, seed_off)
+        dec_src.append((va.unsqueeze(-1) * g_rh.unsqueeze(2)).reshape(-1, O))
+        dec_idx.append(flat_a.reshape(-1))
+        flat_e, g_pre = torch.cat([flat, flat_a], dim=2), torch.cat([g_pre, g_pre_a], dim=2)
+    else:
+        aux, flat_e = y_hat.new_zeros(S), flat
+    # Per seed, main entries then AuxK entries: the same order whoever shares the batch.
+    dec_src = dec_src[0] if len(dec_src) == 1 else torch.cat([t.view(S, -1, O) for t in dec_src], 1).view(-1, O)
+    dec_idx = dec_idx[0] if len(dec_idx) == 1 else torch.cat([t.view(S, -1) for t in dec_idx], 1).view(-1)
+    gW_dec = torch.zeros(S * F, O, dtype=W_dec.dtype, device=W_dec.device).index_add_(0, dec_idx, dec_src)
+    # Encoder columns: sum of d/dpre * (x - b_dec) over the rows that chose the latent.
+    x_SBD = x_BD.unsqueeze(0) - b_dec.unsqueeze(1) if sub_b_dec else x_BD.unsqueeze(0).expand(S, B, D)
+    enc_src = (g_pre.unsqueeze(-1) * x_SBD.unsqueeze(2)).reshape(-1, D)
+    gW_encT = torch.zeros(S * F, D, dtype=W_enc.dtype, device=W_enc.device).index_add_(
+        0, flat_e.reshape(-1), enc_src).view(S, F, D)
+    gW_enc = torch.empty_like(W_enc)
+    for s in range(S):  # 2-D transposed copies take torch's blocked transpose path (a 3-D one does not)
+        gW_enc[s].copy_(gW_encT[s].t())
+    g_c = torch.zeros(S * F, dtype=b_enc.dtype, device=b_enc.device).index_add_(
+        0, flat_e.reshape(-1), g_pre.reshape(-1)).view(S, F)
+    g_b_dec = g_r.sum(dim=1)
+    if sub_b_dec:
+        g_b_dec = g_b_dec - torch.bmm(g_c.unsqueeze(1), W_enc.transpose(1, 2)).squeeze(1)  # (row x matrix: fast)
+    W_enc.grad, W_dec.grad, b_enc.grad, b_dec.grad = gW_enc, gW_dec.view(S, F, O), g_c, g_b_dec
+    return TrainOut(terms={"fvu": fvu, "aux": aux}, fired_SF=fired_from_indices(vals, idx, F),
+                    l0_S=(vals > 0).sum(dim=2).float().mean(dim=1), y_hat_SBD=y_hat)

@@ -15,6 +15,10 @@ from husai.io import read_json, save_safetensors, sha256_file, write_json, write
 from husai.provenance import config_hash, git_sha, provenance
 
 
+def _is_toy(config) -> bool:
+    return config["model"]["kind"] == "toy_modular_addition"
+
+
 def _toy_cfg(config):
     from husai.toymodel import ToyModelConfig
 
@@ -106,7 +110,9 @@ def train_condition(input, output, params, config, rule):
     state = Path(params.state_dir) / "trainer_state.safetensors"
     sae, log = train_seed_batched(sae_cfg, tc, data["train"], seeds, state_path=state)
     meta = {"model_name": config["model"]["name"], "hook_name": params.hook,
-            "hook_head_index": None, "context_size": 3, "prepend_bos": False,
+            "hook_head_index": None,  # a row of the SAE data: the toy [a, b, =] or a text row (BOS as configured)
+            "context_size": 3 if _is_toy(config) else config["text"]["context_size"],
+            "prepend_bos": False if _is_toy(config) else bool(config["text"].get("prepend_bos", True)),
             "husai": {"condition": params.condition, "manifest_sha256": sha256_file(input.manifest)}}
     for s, seed in enumerate(seeds):
         ckpt_dir = Path(output.weights[s]).parent
@@ -202,6 +208,7 @@ def run_id(config) -> str:
 
 
 def release_policy(input, output, params, config, rule):
+    from husai.external.workflow import external_evidence
     from husai.gate import evaluate, render_markdown
 
     policy = load_yaml(input.policy)
@@ -222,9 +229,12 @@ def release_policy(input, output, params, config, rule):
                 # The canary is its own target (`snakemake platform_canary`), run on the node it judges: read when
                 # present, never required as an input here.
                 "platform": load(PLATFORM_DECISION)}
+    external = external_evidence(config, policy, candidate, input.get("external", []))  # husai.external.workflow
+    evidence.update(external["evidence"])
     result = evaluate(policy, evidence, candidate, conditions)
     all_inputs = [input.policy, *input.qc, input.model_metrics, *input.manifest, input.selection,
-                  *input.seed_metrics, *input.consistency, *input.get("lanes", []), PLATFORM_DECISION]
+                  *input.seed_metrics, *input.consistency, *input.get("lanes", []), *input.get("external", []),
+                  PLATFORM_DECISION]
     report = {
         "policy_id": policy["policy_id"], "policy_version": policy["version"], "run_id": run_id(config),
         "candidate": candidate, "released_seed": selection["selected_seed"] if candidate == selection["selected"]
@@ -236,6 +246,7 @@ def release_policy(input, output, params, config, rule):
         "provenance": provenance(rule=rule, config=config, inputs=all_inputs),
     }
     report["conditions"] = {c: _condition_summary(c, seed_metrics_all, consistency_by.get(c)) for c in conditions}
+    report["external"] = external["report"]
     write_json(output.json, report)
     write_text(output.md, render_markdown(report))
     print(f"decision: {report['decision']} ({report['severity']}); failed: "

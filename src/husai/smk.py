@@ -9,7 +9,8 @@ import contextlib
 import sys
 import traceback
 
-RULE_MODULES = ("husai.pipeline", "husai.pipeline_text", "husai.pipeline_lanes", "husai.pipeline_evidence")
+RULE_MODULES = ("husai.pipeline", "husai.pipeline_text", "husai.pipeline_lanes", "husai.pipeline_evidence",
+                "husai.pipeline_external")
 
 
 def find_rule_function(name: str):

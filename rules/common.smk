@@ -3,16 +3,20 @@ import re
 
 from snakemake.utils import validate
 
-from husai.config import check_config, condition_id, load_yaml
+from husai.config import check_config, condition_id, expand_sweeps, is_regularised, load_yaml, sibling_id
 
 
 validate(config, "../config/schema/config.schema.yaml")
 check_config(config, source="config", policy=load_yaml(config["policy"]))
+# Sweeps become ordinary conditions (in place, so every rule, script and the evidence bundle sees them).
+expand_sweeps(config)
 
 MODEL = config["model"]["name"]
 HOOKS = list(config["activations"]["hooks"])
 SEEDS = list(config["sae"]["seeds"])
 CONDITIONS = [condition_id(c) for c in config["sae"]["conditions"]]
+CONDITION_SPECS = {condition_id(c): c for c in config["sae"]["conditions"]}
+REGULARISED = [c for c, spec in CONDITION_SPECS.items() if is_regularised(spec)]
 N_SHARDS = config["activations"]["n_shards"]
 
 MODEL_DIR = f"results/model/{MODEL}"
@@ -52,6 +56,34 @@ def all_consistency():
     return [f"results/consistency/{MODEL}/{h}/{c}/consistency.json" for h in HOOKS for c in CONDITIONS]
 
 
+def calibration_file(hook, condition):
+    """A calibrated condition's record; a regularised one trains with its lam = 0 sibling's coefficient."""
+    spec = CONDITION_SPECS[condition]
+    source = sibling_id(spec) if is_regularised(spec) else condition
+    return f"results/saes/{MODEL}/{hook}/{source}/calibration.json"
+
+
+def train_condition_extras(wildcards):
+    """Extra inputs of train_condition: the calibration record, and a regularised condition's reference seed."""
+    spec, out = CONDITION_SPECS[wildcards.condition], {}
+    if spec.get("calibrate"):
+        out["calibration"] = calibration_file(wildcards.hook, wildcards.condition)
+    if is_regularised(spec):
+        ref_seed = config["sae"]["regularizer"]["reference_seed"]
+        ref = f"results/saes/{MODEL}/{wildcards.hook}/{sibling_id(spec)}/seed{ref_seed}"
+        out.update(reference_weights=f"{ref}/sae_weights.safetensors", reference_train=f"{ref}/train.json")
+    return out
+
+
+def sibling_seed_files(name, wildcards):
+    return seed_files(name, wildcards.hook, sibling_id(CONDITION_SPECS[wildcards.condition]))
+
+
+def all_regularised():
+    """The honest judgement of every regularised condition (read by release_policy through the lane inputs)."""
+    return [f"results/consistency/{MODEL}/{h}/{c}/regularised.json" for h in HOOKS for c in REGULARISED]
+
+
 # Evaluation lanes (toy model only): one JSON per lane and condition, read by the gate of the same name.
 LANE_CFG = config.get("lanes", {}) if IS_TOY else {}
 CONDITION_LANES = [l for l in ("splice", "probes", "ood", "known_circuit")
@@ -64,5 +96,7 @@ def lane_file(lane, hook="{hook}", condition="{condition}"):
 
 
 def all_lane_files():
+    """Lane JSONs, plus the regularised judgements: release_policy groups these inputs by their "lane" field, so
+    each judgement lands in the report's condition entry (no gate reads the "regularised" lane)."""
     files = [lane_file(l, h, c) for l in CONDITION_LANES for h in HOOKS for c in CONDITIONS]
-    return files + ([f"results/lanes/{MODEL}/transcoder.json"] if TRANSCODER_LANE else [])
+    return files + ([f"results/lanes/{MODEL}/transcoder.json"] if TRANSCODER_LANE else []) + all_regularised()

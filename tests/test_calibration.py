@@ -52,3 +52,16 @@ def test_calibration_refuses_k_architectures_and_bad_targets():
         calibrate_sparsity(SAEConfig("topk", 16, 64, k=4), tc, x, x, target_l0=4)
     with pytest.raises(ValueError, match="target_l0"):
         calibrate_sparsity(SAEConfig("relu", 16, 64), tc, x, x, target_l0=100)
+
+
+def test_a_coefficient_that_no_longer_moves_l0_is_reported_as_a_miss_not_passed():
+    """Two steps of training cannot move L0 whatever the coefficient: widening stops once L0 stops responding,
+    the verification is not repeated at the same coefficient, and the record says it missed."""
+    x = _planted(n=600)
+    tc = TrainConfig(steps=2, batch_size=64, lr=1e-4, warmup_steps=1)
+    rec = calibrate_sparsity(SAEConfig("jumprelu", 16, 64), tc, x[:500], x[500:], target_l0=2.0, n_grid=3,
+                             max_widen=5, max_rounds=3)
+    kinds = [r["kind"] for r in rec["rounds"]]
+    assert rec["saturated"] and not rec["bracketed"] and not rec["within_tolerance"]
+    assert kinds.count("widen") < 5 and kinds.count("verify") == 1, kinds
+    assert abs(rec["relative_error"]) > rec["tolerance"]

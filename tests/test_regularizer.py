@@ -87,3 +87,24 @@ def test_judging_uses_heldout_unregularised_seeds():
     assert out["explained_variance"]["drop"] == pytest.approx(np.mean([0.9, 0.91, 0.9]) - 0.81)
     with pytest.raises(ValueError, match="held-out"):
         judge_regularised(regularised, heldout[:1])
+
+
+def test_judging_never_pairs_a_regularised_seed_with_its_own_unregularised_twin():
+    """Same seed id = same init and data order: that pair's agreement comes from the shared start, so it is
+    excluded; the other pairs give the same numbers as judging without the twin."""
+    g = torch.Generator().manual_seed(1)
+    heldout = [torch.randn(20, 8, generator=g) for _ in range(3)]
+    twin = heldout[1] + 0.01 * torch.randn(20, 8, generator=g)  # seed 2's regularised run, started where seed 2 was
+    other = torch.randn(20, 8, generator=g)
+    out = judge_regularised([twin, other], heldout, regularised_seeds=[2, 7], heldout_seeds=[1, 2, 3])
+    assert out["same_seed_pairs_excluded"] == [2]
+    naive = judge_regularised([twin, other], heldout)
+    assert naive["regularised_vs_heldout"]["pwmcc"]["per_seed"][0] > \
+        out["regularised_vs_heldout"]["pwmcc"]["per_seed"][0] + 0.1
+    without_twin = judge_regularised([twin], [heldout[0], heldout[2]])
+    assert out["regularised_vs_heldout"]["pwmcc"]["per_seed"][0] == pytest.approx(
+        without_twin["regularised_vs_heldout"]["pwmcc"]["per_seed"][0])
+    assert out["regularised_vs_heldout"]["pwmcc"]["per_seed"][1] == pytest.approx(
+        naive["regularised_vs_heldout"]["pwmcc"]["per_seed"][1])
+    with pytest.raises(ValueError, match="one id per decoder"):
+        judge_regularised([twin], heldout, regularised_seeds=[1, 2])

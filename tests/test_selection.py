@@ -85,3 +85,17 @@ def test_medoid_seed_is_most_consistent_and_ties_go_to_lowest_seed():
     M = [[1, 0.9, 0.2], [0.9, 1, 0.8], [0.2, 0.8, 1]]
     assert medoid_seed(_cons(0.1, seeds=(5, 6, 7), pairwise=M), "pwmcc") == 6
     assert medoid_seed(_cons(0.1, seeds=(9, 3, 4)), "pwmcc") == 3
+
+
+def test_a_regularised_group_is_never_ranked_on_its_inflated_consistency():
+    """Its within-condition consistency is the highest (every seed pulled toward one reference), yet it is dropped
+    with the reason, and the honest judgement passed by the caller rides along."""
+    reg = {**_cond(8, 0.9), "regularised_judgement": {"pwmcc_regularised_vs_heldout": 0.31}}
+    reg["spec"] = {"k": 8, "lam": 0.5}
+    r = select({"plain": _cond(8, 0.2), "reg": reg}, SEL, 0.95)
+    assert r["selected"] == "plain" and r["ranking"] == ["plain"]
+    dropped = {d["condition"]: d["reasons"] for d in r["dropped"]}
+    assert "inflated by construction" in dropped["reg"][0]
+    g = next(g for g in r["groups"] if g["condition"] == "reg")
+    assert g["within_condition_consistency"].startswith("inflated")
+    assert g["regularised_judgement"]["pwmcc_regularised_vs_heldout"] == 0.31

@@ -7,7 +7,9 @@ config, and each slice's L0 is measured on held-out rows. L0 falls with the coef
 so the target is interpolated linearly in (log coefficient, log L0) between the two grid points that bracket
 it. The grid is widened when the target lies outside it, then a second, finer grid inside the bracket refines
 the estimate, and a final run at the chosen coefficient verifies it; when the verified L0 misses the
-tolerance, that point joins the data and the interpolation is repeated (up to `max_rounds` verifications).
+tolerance, that point joins the data and the interpolation is repeated (up to `max_rounds` verifications, and
+only while it proposes a coefficient not yet verified). When a widening run leaves L0 where it was (`saturated`)
+the target cannot be bracketed: the record keeps the nearest point and says it missed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from husai.saes import SAEConfig, get_architecture
 from husai.training import TrainConfig, train_seed_batched
 
 DEFAULT_GRIDS = {"l1_coefficient": (1e-3, 1.0), "l0_coefficient": (1e-5, 1e-1)}
+# A widening run whose L0s all stay within this relative distance of the previous edge point's L0 means L0 no
+# longer responds to the coefficient (e.g. a threshold that Adam moves by at most lr per step): stop widening.
+SATURATION = 0.02
 METHOD = ("grid of coefficients on the seed axis (one init), held-out L0 after full training, log-log "
           "interpolation between the bracketing grid points, refined grid inside the bracket, verification run")
 
@@ -80,16 +85,22 @@ def calibrate_sparsity(sae_cfg: SAEConfig, tc: TrainConfig, train_ND, heldout_ND
     lo, hi = (min(grid), max(grid)) if grid else DEFAULT_GRIDS[field]
     run(grid or np.geomspace(lo, hi, n_grid), "grid")
     span = math.log(hi / lo)
+    saturated = False
     for _ in range(max_widen):  # widen the grid outward until the target is bracketed
         if interpolate(points, target_l0)[1] is not None:
             break
-        too_sparse = min(l0 for _, l0 in points) > target_l0  # every point has more latents than wanted
-        cs = [c for c, _ in points]
-        new = np.geomspace(max(cs), max(cs) * math.exp(span), n_grid + 1)[1:] if too_sparse else \
+        too_dense = min(l0 for _, l0 in points) > target_l0  # every point has more latents than wanted
+        cs = [c for c, _ in sorted(points)]
+        edge_l0 = dict(points)[max(cs) if too_dense else min(cs)]
+        new = np.geomspace(max(cs), max(cs) * math.exp(span), n_grid + 1)[1:] if too_dense else \
             np.geomspace(min(cs) * math.exp(-span), min(cs), n_grid + 1)[:-1]
-        run(new, "widen")
+        l0s = run(new, "widen")
+        if max(abs(l0 - edge_l0) for l0 in l0s) <= SATURATION * max(edge_l0, 1e-9):
+            saturated = True  # L0 no longer responds to the coefficient: widening further cannot bracket it
+            break
     chosen, bracket = interpolate(points, target_l0)
-    if bracket is not None:
+    bracketed = bracket is not None
+    if bracketed:
         pts = sorted(points)
         run(np.geomspace(pts[bracket[0]][0], pts[bracket[1]][0], n_grid + 2)[1:-1], "refine")
         chosen, bracket = interpolate(points, target_l0)
@@ -98,11 +109,15 @@ def calibrate_sparsity(sae_cfg: SAEConfig, tc: TrainConfig, train_ND, heldout_ND
         achieved = run([chosen], "verify")[0]
         if abs(achieved - target_l0) <= tolerance * target_l0:
             break
-        chosen, _ = interpolate(points, target_l0)
+        nxt, _ = interpolate(points, target_l0)
+        if nxt == chosen:  # nothing new to try: the same coefficient trains to the same L0 (one init, one order)
+            break
+        chosen = nxt
     rel = (achieved - target_l0) / target_l0
     return {
         "architecture": sae_cfg.architecture, "coefficient_name": field, "target_l0": float(target_l0),
         "tolerance": tolerance, "seed": seed, "rounds": rounds, "chosen_coefficient": rounds[-1]["coefficients"][0],
         "achieved_l0": float(achieved), "relative_error": float(rel), "within_tolerance": bool(abs(rel) <= tolerance),
         "n_heldout_rows": int(np.asarray(heldout_ND).shape[0]), "train_config": asdict(tc), "method": METHOD,
+        "bracketed": bracketed, "saturated": saturated,
     }

@@ -10,7 +10,7 @@ import numpy as np
 
 from husai import activations as A
 from husai.checkpoint import load_seed, save_seed
-from husai.config import condition_keys, conditions_by_id, load_yaml
+from husai.config import condition_keys, conditions_by_id, load_yaml, regularised_keys
 from husai.io import read_json, save_safetensors, sha256_file, write_json, write_text
 from husai.provenance import config_hash, git_sha, provenance
 
@@ -89,37 +89,54 @@ SAE_CONFIG_KEYS = ("l1_coefficient", "aux_k_coefficient", "dead_after_steps", "a
                    "matryoshka_levels", "n_experts", "router_balance_coefficient")
 
 
-def sae_config_for(config, condition: str, d_in: int):
-    """The one place a condition's SAEConfig and TrainConfig are built (real and control SAEs alike)."""
-    from husai.saes import SAEConfig
+def sae_config_for(config, condition: str, d_in: int, calibration: dict | None = None, calibrating: bool = False):
+    """The one place a condition's SAEConfig and TrainConfig are built (real and control SAEs alike).
+
+    calibration: the condition's calibration record (calibration.json); its chosen coefficient replaces the
+    configured one. Without a record, a `calibrate: true` condition keeps its configured coefficient (used by
+    the random-init control of the known-circuit lane, whose rule passes none; recorded in its sae_config) and
+    is refused when it has none (calibrating=True: the calibration grid sets it). A token budget (`tokens`) sets
+    steps = tokens / batch_size."""
+    from husai.saes import SAEConfig, get_architecture
     from husai.training import TrainConfig
 
     cond = conditions_by_id(config)[condition]
     extra = {k: cond[k] for k in SAE_CONFIG_KEYS if k in cond}
+    field = get_architecture(cond["architecture"]).sparsity_coefficient_field
+    if calibration is not None:
+        extra[calibration["coefficient_name"]] = float(calibration["chosen_coefficient"])
+    elif cond.get("calibrate") and field not in cond and not calibrating:
+        raise ValueError(f"{condition}: calibrate: true and no calibration record was passed (nor a configured "
+                         f"{field} to fall back on); pass the rule's calibration.json")
     sae_cfg = SAEConfig(architecture=cond["architecture"], d_in=d_in, d_sae=cond["width"], k=cond["k"], **extra)
-    return sae_cfg, TrainConfig(**config["sae"]["training"])
+    training = dict(config["sae"]["training"])
+    if "tokens" in cond:
+        training["steps"] = int(cond["tokens"]) // int(training["batch_size"])
+    return sae_cfg, TrainConfig(**training)
 
 
 def train_condition(input, output, params, config, rule):
     """Train every seed of one condition in one job and write each seed's checkpoint + train.json."""
+    from husai.pipeline_saes import training_extras
     from husai.training import per_seed_log, train_seed_batched
 
     data = A.load_verified_dataset(input.manifest, input.qc)
-    sae_cfg, tc = sae_config_for(config, params.condition, data["train"].shape[1])
     seeds = list(config["sae"]["seeds"])
+    calibration, regularizer, extras = training_extras(input, config, params.condition, seeds)
+    sae_cfg, tc = sae_config_for(config, params.condition, data["train"].shape[1], calibration)
     state = Path(params.state_dir) / "trainer_state.safetensors"
-    sae, log = train_seed_batched(sae_cfg, tc, data["train"], seeds, state_path=state)
+    sae, log = train_seed_batched(sae_cfg, tc, data["train"], seeds, state_path=state, regularizer=regularizer)
     meta = {"model_name": config["model"]["name"], "hook_name": params.hook,
             "hook_head_index": None,  # a row of the SAE data: the toy [a, b, =] or a text row (BOS as configured)
             "context_size": 3 if _is_toy(config) else config["text"]["context_size"],
             "prepend_bos": False if _is_toy(config) else bool(config["text"].get("prepend_bos", True)),
-            "husai": {"condition": params.condition, "manifest_sha256": sha256_file(input.manifest)}}
+            "husai": {"condition": params.condition, "manifest_sha256": sha256_file(input.manifest), **extras}}
     for s, seed in enumerate(seeds):
         ckpt_dir = Path(output.weights[s]).parent
         info = save_seed(sae, s, ckpt_dir, meta)
         write_json(output.train[s], {
             "condition": params.condition, "hook": params.hook, "seed": seed, **info, "sae_config": sae_cfg.to_dict(),
-            "train_config": config["sae"]["training"], "log": per_seed_log(log, s),
+            "train_config": {**config["sae"]["training"], "steps": tc.steps}, **extras, "log": per_seed_log(log, s),
             "job": {"seeds_in_job": seeds, "seconds": log["seconds"], "seed_tokens": log["seed_tokens"],
                     "resumed_from_step": log["resumed_from_step"], "data_scale": log["data_scale"]},
             "provenance": provenance(rule=rule, config=config, inputs=[input.manifest, input.qc], seed=seed,
@@ -210,6 +227,7 @@ def run_id(config) -> str:
 def release_policy(input, output, params, config, rule):
     from husai.external.workflow import external_evidence
     from husai.gate import evaluate, render_markdown
+    from husai.pipeline_saes import mark_regularised
 
     policy = load_yaml(input.policy)
     selection = read_json(input.selection)
@@ -231,7 +249,8 @@ def release_policy(input, output, params, config, rule):
                 "platform": load(PLATFORM_DECISION)}
     external = external_evidence(config, policy, candidate, input.get("external", []))  # husai.external.workflow
     evidence.update(external["evidence"])
-    result = evaluate(policy, evidence, candidate, conditions)
+    # Regularised conditions' within-condition consistency is inflated by construction: not in the BH family.
+    result = evaluate(policy, evidence, candidate, [c for c in conditions if c not in regularised_keys(config)])
     all_inputs = [input.policy, *input.qc, input.model_metrics, *input.manifest, input.selection,
                   *input.seed_metrics, *input.consistency, *input.get("lanes", []), *input.get("external", []),
                   PLATFORM_DECISION]
@@ -247,6 +266,7 @@ def release_policy(input, output, params, config, rule):
     }
     report["conditions"] = {c: _condition_summary(c, seed_metrics_all, consistency_by.get(c)) for c in conditions}
     report["external"] = external["report"]
+    mark_regularised(report["conditions"], evidence["lanes"].get("regularised", {}))
     write_json(output.json, report)
     write_text(output.md, render_markdown(report))
     print(f"decision: {report['decision']} ({report['severity']}); failed: "

@@ -103,7 +103,8 @@ class AssignmentRegularizer:
 
 def judge_regularised(regularised: list, heldout_unregularised: list, tau: float = 0.7,
                       ev_regularised: list[float] | None = None, ev_unregularised: list[float] | None = None,
-                      reference=None) -> dict:
+                      reference=None, regularised_seeds: list[int] | None = None,
+                      heldout_seeds: list[int] | None = None) -> dict:
     """Honest judging of a regularised condition.
 
     regularised: decoders [F, D] of the seeds trained with lambda > 0 toward `reference`.
@@ -111,19 +112,29 @@ def judge_regularised(regularised: list, heldout_unregularised: list, tau: float
     Returns, per statistic (husai.consistency's pwmcc, matched_mcc, shared_fraction): the headline
     `regularised_vs_heldout` (each regularised seed against every held-out seed, averaged per regularised
     seed: the seed is the unit), the baseline `heldout_vs_heldout`, the non-evidence `regularised_vs_regularised`
-    and `regularised_vs_reference` (inflated by construction, reported for diagnosis only), and the EV drop."""
+    and `regularised_vs_reference` (inflated by construction, reported for diagnosis only), and the EV drop.
+
+    regularised_seeds / heldout_seeds: the seed ids of the two lists. When given, a regularised seed is never
+    compared with the held-out seed of the same id: the two share their init (and the data order), so their
+    agreement would be inflated by the shared start, not produced by the regulariser."""
     from husai.consistency import STATISTICS, pair_statistics
 
     if len(heldout_unregularised) < 2 or not regularised:
         raise ValueError("judging needs >= 1 regularised and >= 2 held-out unregularised seeds")
+    r_ids = list(regularised_seeds) if regularised_seeds is not None else [None] * len(regularised)
+    h_ids = list(heldout_seeds) if heldout_seeds is not None else [None] * len(heldout_unregularised)
+    if len(r_ids) != len(regularised) or len(h_ids) != len(heldout_unregularised):
+        raise ValueError("regularised_seeds / heldout_seeds must have one id per decoder")
 
     def summarise(per_seed: list[dict]) -> dict:
         return {name: {"mean": float(np.mean([p[name] for p in per_seed])),
                        "per_seed": [float(p[name]) for p in per_seed]} for name in STATISTICS}
 
-    cross = []
-    for A in regularised:
-        pairs = [pair_statistics(A, B, tau) for B in heldout_unregularised]
+    cross, skipped = [], []
+    for A, ra in zip(regularised, r_ids, strict=True):
+        pairs = [pair_statistics(A, B, tau) for B, hb in zip(heldout_unregularised, h_ids, strict=True)
+                 if ra is None or ra != hb]
+        skipped += [ra] if len(pairs) < len(heldout_unregularised) else []
         cross.append({name: float(np.mean([p[name] for p in pairs])) for name in STATISTICS})
     base = [pair_statistics(A, B, tau) for A, B in itertools.combinations(heldout_unregularised, 2)]
     within = [pair_statistics(A, B, tau) for A, B in itertools.combinations(regularised, 2)]
@@ -135,6 +146,7 @@ def judge_regularised(regularised: list, heldout_unregularised: list, tau: float
         "regularised_vs_reference": summarise([pair_statistics(A, reference, tau) for A in regularised])
         if reference is not None else None,
         "n_regularised": len(regularised), "n_heldout": len(heldout_unregularised), "tau": tau,
+        "regularised_seeds": r_ids, "heldout_seeds": h_ids, "same_seed_pairs_excluded": skipped,
         "note": "only regularised_vs_heldout minus heldout_vs_heldout is evidence of more consistent features; "
                 "agreement among regularised seeds or with the reference is produced by the regulariser itself",
     }

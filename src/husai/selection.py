@@ -6,6 +6,9 @@
 * Per group and metric: seed-level mean, sd and a one-sided bound (LCB for higher-is-better, UCB otherwise),
   method recorded. Selection reads the metrics measured on the *selection* half of the held-out rows; the gates
   report the other half, so the data used to choose is not the data used to report.
+* A regularised group (lam > 0: every seed pulled toward one reference decoder) is dropped from ranking: its
+  cross-seed consistency is inflated by construction and is not evidence. Its honest judgement (against held-out
+  unregularised seeds, husai.pipeline_saes.judge_regularised) is attached when the caller passes it.
 * Pareto front over the objectives' bounds; a deterministic ranking (objectives in policy order, then the
   condition id); the released checkpoint inside the chosen group follows a rule fixed in the policy
   ("medoid": the seed most consistent with its siblings), never the best test score.
@@ -49,6 +52,11 @@ def group_summary(cid: str, spec: dict, seed_metrics: list[dict], consistency: d
     if n < sel["min_seeds"]:
         out["eligible"] = False
         out["reasons"].append(f"{n} seeds < min_seeds={sel['min_seeds']}")
+    if float(spec.get("lam", 0) or 0) > 0:
+        out["eligible"] = False
+        out["within_condition_consistency"] = "inflated by construction (regularised toward a reference decoder)"
+        out["reasons"].append(f"regularised (lam={spec['lam']}): its within-condition consistency is inflated by "
+                              "construction and excluded from ranking; judged against held-out unregularised seeds")
     l0 = out["metrics"]["l0"]
     if spec.get("k") and l0 is not None:
         rel = abs(l0["mean"] - spec["k"]) / spec["k"]
@@ -107,6 +115,9 @@ def select(conditions: dict[str, dict], sel: dict, confidence: float) -> dict:
     selection block (min_seeds, l0_tolerance, consistency_statistic, objectives, release_rule)."""
     summaries = [group_summary(cid, c["spec"], c["seed_metrics"], c.get("consistency"), sel, confidence)
                  for cid, c in sorted(conditions.items())]
+    for g in summaries:
+        if conditions[g["condition"]].get("regularised_judgement") is not None:
+            g["regularised_judgement"] = conditions[g["condition"]]["regularised_judgement"]
     eligible = [g for g in summaries if g["eligible"]]
     dropped = [{"condition": g["condition"], "reasons": g["reasons"]} for g in summaries if not g["eligible"]]
     front = pareto_front(eligible, sel["objectives"])

@@ -10,7 +10,7 @@ import sys
 import traceback
 
 RULE_MODULES = ("husai.pipeline", "husai.pipeline_text", "husai.pipeline_lanes", "husai.pipeline_evidence",
-                "husai.pipeline_external")
+                "husai.pipeline_saes", "husai.pipeline_external")
 
 
 def find_rule_function(name: str):

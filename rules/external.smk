@@ -11,7 +11,6 @@ external_wf.check_external_config(config, source="config")
 EXT = external_wf.settings(config)
 EXT_EVALS = external_wf.enabled_evals(config)
 EXT_GPUS = 1 if EXT.get("device", "cpu").startswith("cuda") else 0
-EXT_BASELINE_JOBS = external_wf.baselines_to_evaluate(config)
 EXT_ENTRIES = {e["id"]: e for e in (EXT.get("baselines") or {}).get("entries") or []}
 EXT_FILES = external_wf.all_files(config) if EXT_EVALS else []
 CEBENCH_ROWS = external_wf.cebench_rows_file(config) if "cebench" in EXT_EVALS else None
@@ -25,35 +24,6 @@ if EXT_EVALS:
 
     localrules:
         fetch_baseline,
-
-    for _eval in EXT_EVALS:
-
-        rule:
-            name:
-                _eval
-            input:
-                **external_wf.eval_inputs(config, _eval, MODEL_REF, TEXT_INPUT),
-                weights=seed_files("sae_weights.safetensors"),
-                train=seed_files("train.json"),
-            output:
-                summaries=external_wf.seed_summary_patterns(config, _eval),
-            params:
-                hook="{hook}",
-                condition="{condition}",
-                settings=EXT.get(_eval),
-            log:
-                f"results/logs/{MODEL}/{{hook}}/{{condition}}/{_eval}.log",
-            benchmark:
-                f"results/benchmarks/{MODEL}/{{hook}}/{{condition}}/{_eval}.tsv"
-            conda:
-                "../envs/saebench.yaml"
-            threads: 1 if IS_TOY else 4
-            resources:
-                mem_mb=4000 if IS_TOY else 32000,
-                runtime=20 if IS_TOY else 240,
-                gpu=EXT_GPUS,
-            script:
-                f"../workflow/scripts/{_eval}.py"
 
     # A baseline's checkpoint, fetched (sae_lens:<release>/<id>) or copied (a local directory) into the cache.
     rule fetch_baseline:
@@ -107,6 +77,90 @@ if EXT_EVALS:
             gpu=EXT_GPUS,
         script:
             "../workflow/scripts/external_baseline.py"
+
+
+if "saebench_core" in EXT_EVALS:
+
+    rule saebench_core:
+        input:
+            **external_wf.eval_inputs(config, "saebench_core", MODEL_REF, TEXT_INPUT),
+            weights=seed_files("sae_weights.safetensors"),
+            train=seed_files("train.json"),
+        output:
+            summaries=external_wf.seed_summary_patterns(config, "saebench_core"),
+        params:
+            hook="{hook}",
+            condition="{condition}",
+            settings=EXT.get("saebench_core"),
+        log:
+            f"results/logs/{MODEL}/{{hook}}/{{condition}}/saebench_core.log",
+        benchmark:
+            f"results/benchmarks/{MODEL}/{{hook}}/{{condition}}/saebench_core.tsv"
+        conda:
+            "../envs/saebench.yaml"
+        threads: 1 if IS_TOY else 4
+        resources:
+            mem_mb=4000 if IS_TOY else 32000,
+            runtime=20 if IS_TOY else 120,
+            gpu=EXT_GPUS,
+        script:
+            "../workflow/scripts/saebench_core.py"
+
+
+if "saebench_sparse_probing" in EXT_EVALS:
+
+    rule saebench_sparse_probing:
+        input:
+            **external_wf.eval_inputs(config, "saebench_sparse_probing", MODEL_REF, TEXT_INPUT),
+            weights=seed_files("sae_weights.safetensors"),
+            train=seed_files("train.json"),
+        output:
+            summaries=external_wf.seed_summary_patterns(config, "saebench_sparse_probing"),
+        params:
+            hook="{hook}",
+            condition="{condition}",
+            settings=EXT.get("saebench_sparse_probing"),
+        log:
+            f"results/logs/{MODEL}/{{hook}}/{{condition}}/saebench_sparse_probing.log",
+        benchmark:
+            f"results/benchmarks/{MODEL}/{{hook}}/{{condition}}/saebench_sparse_probing.tsv"
+        conda:
+            "../envs/saebench.yaml"
+        threads: 1 if IS_TOY else 4
+        resources:
+            mem_mb=4000 if IS_TOY else 32000,
+            runtime=20 if IS_TOY else 240,
+            gpu=EXT_GPUS,
+        script:
+            "../workflow/scripts/saebench_sparse_probing.py"
+
+
+if "cebench" in EXT_EVALS:
+
+    rule cebench:
+        input:
+            **external_wf.eval_inputs(config, "cebench", MODEL_REF, TEXT_INPUT),
+            weights=seed_files("sae_weights.safetensors"),
+            train=seed_files("train.json"),
+        output:
+            summaries=external_wf.seed_summary_patterns(config, "cebench"),
+        params:
+            hook="{hook}",
+            condition="{condition}",
+            settings=EXT.get("cebench"),
+        log:
+            f"results/logs/{MODEL}/{{hook}}/{{condition}}/cebench.log",
+        benchmark:
+            f"results/benchmarks/{MODEL}/{{hook}}/{{condition}}/cebench.tsv"
+        conda:
+            "../envs/saebench.yaml"
+        threads: 1 if IS_TOY else 4
+        resources:
+            mem_mb=4000 if IS_TOY else 32000,
+            runtime=20 if IS_TOY else 120,
+            gpu=EXT_GPUS,
+        script:
+            "../workflow/scripts/cebench.py"
 
 
 if CEBENCH_ROWS:

@@ -49,6 +49,7 @@ def fetch_baseline(input, output, params, config, rule):
     copied from a local directory otherwise; its hook, width and model are checked against the entry."""
     e = params.entry
     dst = Path(output.cfg).parent
+    dst.mkdir(parents=True, exist_ok=True)
     if e["source"].startswith(W.SAE_LENS_PREFIX):
         from sae_lens import SAE
 

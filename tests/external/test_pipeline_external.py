@@ -4,6 +4,7 @@ fetch/download localrules' refusals, and the b200 study's external jobs in a dry
 
 import copy
 import json
+import math
 import re
 import subprocess
 import sys
@@ -14,8 +15,9 @@ import pytest
 
 from husai.config import ConfigError, _validate, load_yaml
 from husai.external import external_gate
+from husai.external import saebench as sb
 from husai.external import workflow as W
-from husai.io import read_json, write_json
+from husai.io import ChecksumError, read_json, write_json
 
 HOOK = "blocks.0.hook_resid_post"
 KEY = f"{HOOK}/topk-w48-k4-lam0"
@@ -279,3 +281,90 @@ def test_b200_dry_run_schedules_the_external_jobs(repo, b200):
         ("saebench_core", "saebench_sparse_probing", "cebench"), n_keys)
     assert (counts.get("external_baseline"), counts.get("fetch_baseline"), counts.get("download_cebench")) == (
         3 * n_entries, n_entries, 1)
+
+
+# --- the text-model path, end to end with a local model and tokenizer ------------------------------------------
+class _Files(SimpleNamespace):
+    def get(self, key, default=None):
+        return getattr(self, key, default)
+
+
+@pytest.fixture
+def words_model(tmp_path):
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[UNK]", "[PAD]", "[BOS]", "[EOS]", *"the a cat dog sat ran on mat far home red blue big".split()]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", bos_token="[BOS]",
+                            eos_token="[EOS]").save_pretrained(tmp_path / "tok")
+    torch.manual_seed(0)
+    cfg = HookedTransformerConfig(n_layers=1, d_model=16, d_head=8, n_heads=2, d_mlp=32, d_vocab=len(words),
+                                  n_ctx=64, act_fn="relu", normalization_type="LN", device="cpu")
+    return HookedTransformer(cfg, tokenizer=PreTrainedTokenizerFast.from_pretrained(tmp_path / "tok")).eval()
+
+
+@pytest.mark.skipif(sb.saebench_version() is None, reason="sae-bench not installed")
+def test_text_model_rules_score_every_seed_on_held_out_rows_and_story_pairs(tmp_path, monkeypatch, words_model):
+    import hashlib
+    import random
+
+    import husai.pipeline_external as P
+    from husai.checkpoint import save_seed
+    from husai.saes import SAEConfig, build_sae
+
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(0)
+    vocab = "the a cat dog sat ran on mat far home red blue big".split()
+    (tmp_path / "text.jsonl").write_text("".join(json.dumps({"text": " ".join(rng.choices(vocab, k=40))}) + "\n"
+                                                 for _ in range(20)))
+    (tmp_path / "stories.jsonl").write_text("".join(json.dumps(
+        {"story1": " ".join(rng.choices(vocab, k=12)), "story2": " ".join(rng.choices(vocab, k=9)),
+         "subject_title": f"s{i % 3}"}) + "\n" for i in range(9)))
+    pin = "sha256:" + hashlib.sha256((tmp_path / "stories.jsonl").read_bytes()).hexdigest()
+    hook, cond = "blocks.0.hook_resid_post", "topk-w32-k4-lam0"
+    config = {"model": {"name": "tiny-words", "kind": "hf_transformer_lens", "hf_name": "x/tiny", "revision": "r"},
+              "cache_dir": str(tmp_path / "cache"), "sae": {"seeds": [0, 1]},
+              "text": {"dataset": "local", "revision": "r", "context_size": 8, "prepend_bos": True,
+                       "heldout_docs_fraction": 0.25},
+              "external": {"device": "cpu", "saebench_core": {"enabled": True, "batch_size_prompts": 4,
+                                                              "n_eval_reconstruction_batches": 2,
+                                                              "n_eval_sparsity_variance_batches": 2},
+                           "cebench": {"enabled": True, "dataset": "stories.jsonl", "revision": pin, "n_pairs": 6,
+                                       "batch_size": 4}}}
+    weights, train = [], []
+    for s in (0, 1):
+        sae = build_sae(SAEConfig(architecture="topk", d_in=16, d_sae=32, k=4), [s])
+        d = tmp_path / "saes" / f"seed{s}"
+        info = save_seed(sae, 0, d, {"model_name": "tiny-words", "hook_name": hook, "context_size": 8,
+                                     "prepend_bos": True, "husai": {"condition": cond}})
+        write_json(d / "train.json", {"seed": s, **info})
+        weights.append(str(d / "sae_weights.safetensors"))
+        train.append(str(d / "train.json"))
+    monkeypatch.setattr(P, "_model", lambda config, input: (P.hf.offline(config["cache_dir"]), words_model)[1])
+    params = SimpleNamespace(hook=hook, condition=cond)
+    core_out = [str(tmp_path / f"out/seed{s}/saebench_core.json") for s in (0, 1)]
+    P.saebench_core(_Files(weights=weights, train=train, text=[str(tmp_path / "text.jsonl")], model="m"),
+                    _Files(summaries=core_out), params, config, "saebench_core")
+    for s, path in zip((0, 1), core_out, strict=True):
+        r = read_json(path)
+        assert (r["seed"], r["key"], r["run"]["offline"]) == (s, f"{hook}/{cond}", True)
+        assert r["run"]["data"]["n_docs"] == 5 and r["dataset"]["context_size"] == 8  # held-out docs, text rows
+        assert 0 < r["l0"] <= 4 and "ce_loss_score" in r["metrics"] and r["skipped_metrics"] == {}
+    rows = _Files(rows=str(tmp_path / "rows.jsonl"), manifest=str(tmp_path / "rows.jsonl.manifest.json"))
+    P.download_cebench(_Files(), rows, SimpleNamespace(), config, "download_cebench")
+    ce_out = [str(tmp_path / f"out/seed{s}/cebench.json") for s in (0, 1)]
+    P.cebench(_Files(weights=weights, train=train, model="m", rows=rows.rows, rows_manifest=rows.manifest),
+              _Files(summaries=ce_out), params, config, "cebench")
+    ce = [read_json(p) for p in ce_out]
+    assert [c["seed"] for c in ce] == [0, 1] and all(c["dataset"]["n_pairs"] == 6 for c in ce)
+    assert all(math.isfinite(c["metrics"]["interpretability_score"]) for c in ce)
+    assert ce[0]["dataset"]["local_sha256"] == pin
+    write_json(tmp_path / "bad_train.json", {"seed": 0, "weights_sha256": "0" * 64})
+    with pytest.raises(ChecksumError, match="SAE checkpoint .*sha256 mismatch"):
+        P.saebench_core(_Files(weights=weights[:1], train=[str(tmp_path / "bad_train.json")], model="m",
+                               text=[str(tmp_path / "text.jsonl")]), _Files(summaries=core_out[:1]), params, config,
+                        "saebench_core")

@@ -308,7 +308,7 @@ def words_model(tmp_path):
 
 
 @pytest.mark.skipif(sb.saebench_version() is None, reason="sae-bench not installed")
-def test_text_model_rules_score_every_seed_on_held_out_rows_and_story_pairs(tmp_path, monkeypatch, words_model):
+def test_text_model_rules_score_every_seed_core_probing_and_cebench(tmp_path, monkeypatch, words_model):
     import hashlib
     import random
 
@@ -334,7 +334,9 @@ def test_text_model_rules_score_every_seed_on_held_out_rows_and_story_pairs(tmp_
                                                               "n_eval_reconstruction_batches": 2,
                                                               "n_eval_sparsity_variance_batches": 2},
                            "cebench": {"enabled": True, "dataset": "stories.jsonl", "revision": pin, "n_pairs": 6,
-                                       "batch_size": 4}}}
+                                       "batch_size": 4},
+                           "saebench_sparse_probing": {"enabled": True, "dataset_names": ["41_truthqa_tf"],
+                                                       "ks": [1, 2]}}}
     weights, train = [], []
     for s in (0, 1):
         sae = build_sae(SAEConfig(architecture="topk", d_in=16, d_sae=32, k=4), [s])
@@ -354,6 +356,13 @@ def test_text_model_rules_score_every_seed_on_held_out_rows_and_story_pairs(tmp_
         assert (r["seed"], r["key"], r["run"]["offline"]) == (s, f"{hook}/{cond}", True)
         assert r["run"]["data"]["n_docs"] == 5 and r["dataset"]["context_size"] == 8  # held-out docs, text rows
         assert 0 < r["l0"] <= 4 and "ce_loss_score" in r["metrics"] and r["skipped_metrics"] == {}
+    sp_out = [str(tmp_path / f"out/seed{s}/saebench_sparse_probing.json") for s in (0, 1)]
+    P.saebench_sparse_probing(_Files(weights=weights, train=train, model="m"), _Files(summaries=sp_out), params,
+                              config, "saebench_sparse_probing")
+    sp = [read_json(p) for p in sp_out]
+    assert [r["seed"] for r in sp] == [0, 1] and all(r["eval_config"]["ks"] == [1, 2] for r in sp)
+    assert all(0 <= r["metrics"]["sae_top_1_test_accuracy"] <= 1 for r in sp)
+    assert not list((tmp_path / "out").glob("tmp*"))  # sae-probes' work files do not outlive the job
     rows = _Files(rows=str(tmp_path / "rows.jsonl"), manifest=str(tmp_path / "rows.jsonl.manifest.json"))
     P.download_cebench(_Files(), rows, SimpleNamespace(), config, "download_cebench")
     ce_out = [str(tmp_path / f"out/seed{s}/cebench.json") for s in (0, 1)]

@@ -284,6 +284,8 @@ def train_seed_batched(
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     log["seconds"] = time.perf_counter() - t0
+    opt.zero_grad(set_to_none=True)
+    vars(sae).pop("_step_buffers", None)  # the explicit step's reusable temporaries (husai.saes.topk_grad)
     if end == tc.steps:
         sae.finalize_(log)
     log["resumed_from_step"] = start

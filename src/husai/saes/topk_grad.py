@@ -23,11 +23,23 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F_
 
+from husai.saes.topk_select import network_applies, topk_indices_T
 
-def _decoder_dot(g_SBO: torch.Tensor, W_flat: torch.Tensor, flat_SBK: torch.Tensor) -> torch.Tensor:
+
+def _buffer(sae, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A step-to-step reusable tensor kept on the SAE (`_step_buffers`; the trainer drops them at the end): the
+    multi-MB temporaries of a step would otherwise be fresh allocations that page-fault on every step."""
+    bufs = sae.__dict__.setdefault("_step_buffers", {})
+    t = bufs.get(name)
+    if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
+        t = bufs[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+    return t
+
+
+def _decoder_dot(g_SBO: torch.Tensor, W_flat: torch.Tensor, flat_SBK: torch.Tensor, rows=None) -> torch.Tensor:
     """[S, B, K]: <g[s,b], W_flat[flat[s,b,j]]>, the gradient of an embedding_bag decode w.r.t. its weights."""
     S, B, K = flat_SBK.shape
-    rows = W_flat.index_select(0, flat_SBK.reshape(-1)).view(S * B, K, -1)
+    rows = torch.index_select(W_flat, 0, flat_SBK.reshape(-1), out=rows).view(S * B, K, -1)
     return torch.bmm(g_SBO.reshape(S * B, 1, -1), rows.transpose(1, 2)).view(S, B, K)
 
 
@@ -68,10 +80,16 @@ def topk_step_grads(sae, x_BD: torch.Tensor, y_BD: torch.Tensor, dead_SF: torch.
     D, F, O = W_enc.shape[1], W_enc.shape[2], W_dec.shape[2]
     sub_b_dec = sae.apply_b_dec_to_input
     c_SF = b_enc - torch.bmm(b_dec.unsqueeze(1), W_enc).squeeze(1) if sub_b_dec else b_enc
-    pre = torch.baddbmm(c_SF.unsqueeze(1), x_BD.unsqueeze(0).expand(S, B, D), W_enc)
-    idx = sae.select_indices(pre, x_BD)
-    K = idx.shape[2]
-    pv = pre.gather(-1, idx)
+    K = sae.cfg.k
+    if network_applies(F, K, x_BD.device):  # pre-activations as [S, F, B]: the selection network's layout
+        preT = torch.baddbmm(c_SF.unsqueeze(2), W_enc.transpose(1, 2), x_BD.t().unsqueeze(0).expand(S, D, B))
+        idxT = topk_indices_T(preT, K)
+        pre = preT.transpose(1, 2)  # (a view; only AuxK reads it)
+        idx, pv = idxT.transpose(1, 2).contiguous(), preT.gather(1, idxT).transpose(1, 2).contiguous()
+    else:
+        pre = torch.baddbmm(c_SF.unsqueeze(1), x_BD.unsqueeze(0).expand(S, B, D), W_enc)
+        idx = sae.select_indices(pre, x_BD)
+        pv = pre.gather(-1, idx)
     vals = pv.relu()
     seed_off = (torch.arange(S, device=idx.device) * F).view(S, 1, 1)
     flat = idx + seed_off
@@ -81,9 +99,10 @@ def topk_step_grads(sae, x_BD: torch.Tensor, y_BD: torch.Tensor, dead_SF: torch.
     r = y_hat - y_BD.unsqueeze(0)
     fvu = (r * r).sum(dim=2).mean(dim=1) / scale**2
     g_r = r * (2.0 / (B * scale**2))
-    g_pre = _decoder_dot(g_r, W_flat, flat) * (pv > 0).to(pv.dtype)
+    g_pre = _decoder_dot(g_r, W_flat, flat, _buffer(sae, "rows", (S * B * K, O), W_dec)) * (pv > 0).to(pv.dtype)
     # Decoder rows: sum of value * output gradient over the rows that chose the latent.
-    dec_src = [(vals.unsqueeze(-1) * g_r.unsqueeze(2)).reshape(-1, O)]
+    dec_src = [torch.mul(vals.unsqueeze(-1), g_r.unsqueeze(2), out=_buffer(sae, "dec_src", (S, B, K, O), W_dec))
+               .view(-1, O)]
     dec_idx = [flat.reshape(-1)]
     if any_dead and sae.cfg.aux_k_coefficient != 0:
         aux, flat_a, va, g_rh, g_pre_a = _aux_terms(sae, y_BD, r, pre, dead_SF, W_flat, seed_off)
@@ -95,13 +114,14 @@ def topk_step_grads(sae, x_BD: torch.Tensor, y_BD: torch.Tensor, dead_SF: torch.
     # Per seed, main entries then AuxK entries: the same order whoever shares the batch.
     dec_src = dec_src[0] if len(dec_src) == 1 else torch.cat([t.view(S, -1, O) for t in dec_src], 1).view(-1, O)
     dec_idx = dec_idx[0] if len(dec_idx) == 1 else torch.cat([t.view(S, -1) for t in dec_idx], 1).view(-1)
-    gW_dec = torch.zeros(S * F, O, dtype=W_dec.dtype, device=W_dec.device).index_add_(0, dec_idx, dec_src)
+    gW_dec = _buffer(sae, "grad_W_dec", (S * F, O), W_dec).zero_().index_add_(0, dec_idx, dec_src)
     # Encoder columns: sum of d/dpre * (x - b_dec) over the rows that chose the latent.
     x_SBD = x_BD.unsqueeze(0) - b_dec.unsqueeze(1) if sub_b_dec else x_BD.unsqueeze(0).expand(S, B, D)
-    enc_src = (g_pre.unsqueeze(-1) * x_SBD.unsqueeze(2)).reshape(-1, D)
-    gW_encT = torch.zeros(S * F, D, dtype=W_enc.dtype, device=W_enc.device).index_add_(
-        0, flat_e.reshape(-1), enc_src).view(S, F, D)
-    gW_enc = torch.empty_like(W_enc)
+    Ke = flat_e.shape[2]
+    enc_src = torch.mul(g_pre.unsqueeze(-1), x_SBD.unsqueeze(2), out=_buffer(sae, "enc_src", (S, B, Ke, D), W_enc))
+    gW_encT = _buffer(sae, "grad_W_enc_T", (S * F, D), W_enc).zero_().index_add_(
+        0, flat_e.reshape(-1), enc_src.view(-1, D)).view(S, F, D)
+    gW_enc = _buffer(sae, "grad_W_enc", tuple(W_enc.shape), W_enc)
     for s in range(S):  # 2-D transposed copies take torch's blocked transpose path (a 3-D one does not)
         gW_enc[s].copy_(gW_encT[s].t())
     g_c = torch.zeros(S * F, dtype=b_enc.dtype, device=b_enc.device).index_add_(

@@ -79,3 +79,25 @@ def test_explicit_grads_is_the_cpu_fp32_default():
     assert not husai.training._explicit_grads(sae, TrainConfig(steps=1, batch_size=1, dtype="bfloat16"), cpu)
     assert not husai.training._explicit_grads(sae, replace(TrainConfig(steps=1, batch_size=1), compile=True), cpu)
     assert not husai.training._explicit_grads(sae, TrainConfig(steps=1, batch_size=1), torch.device("cuda"))
+
+
+def test_regulariser_gradient_adds_onto_explicit_grads(monkeypatch):
+    """With the assignment regulariser on, its autograd gradient accumulates onto the hand-written ones: the run
+    matches the all-autograd trainer."""
+    from husai.regularizer import AssignmentRegularizer
+
+    x = data()
+    cfg = SAEConfig("topk", 12, 32, k=4, dead_after_steps=5)
+    tc = TrainConfig(steps=40, batch_size=64, lr=3e-3, warmup_steps=5)
+    ref = torch.randn(32, 12, generator=torch.Generator().manual_seed(3))
+    runs = {}
+    for explicit in (True, False):
+        monkeypatch.setattr(husai.training, "EXPLICIT_GRADS", explicit)
+        runs[explicit], log = train_seed_batched(cfg, tc, x, [0, 1],
+                                                 regularizer=AssignmentRegularizer(ref, 0.5, update_interval=10))
+        assert "reg" in log
+    monkeypatch.setattr(husai.training, "EXPLICIT_GRADS", True)
+    plain, _ = train_seed_batched(cfg, tc, x, [0, 1])
+    assert not torch.allclose(plain.W_dec_SFD, runs[True].W_dec_SFD, atol=1e-3)  # the regulariser did act
+    for (name, a), (_, b) in zip(runs[True].state_dict().items(), runs[False].state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-5, msg=name)

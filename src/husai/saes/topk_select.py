@@ -11,7 +11,8 @@ compare-exchange of a sorting network is one vectorised `maximum`/`minimum` over
    flipped), and key = that int * 2^32 + position, so keys are unique and decode to their position.
 3. Top-k keys by a bitonic network: blocks of P = next power of two >= k are sorted (alternately descending and
    ascending), then pairs of blocks merge with an elementwise max, which keeps the P largest of both, until one
-   block is left. Its k largest keys are the selection (the same set as torch.topk, up to ties).
+   block is left. Its k largest keys are the selection (the same set as torch.topk, up to ties). At the
+   embedded sizes (F 256, k 8) that is ~65 elementwise ops over [S, <=64, B] int64 tensors.
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ def _write_keys(v_LNM: torch.Tensor, out_LPM: torch.Tensor) -> None:
     n = v_LNM.shape[1]
     x = v_LNM.contiguous().view(torch.int32)
     k32 = ((x >> 31) & 0x7FFFFFFF) ^ x
-    keys = out_LPM[:, :n]
-    keys.copy_(k32).mul_(1 << 32).add_(torch.arange(n, device=v_LNM.device).view(1, n, 1))
+    torch.add(torch.arange(n, device=v_LNM.device).view(1, n, 1), k32, alpha=1 << 32, out=out_LPM[:, :n])
     if out_LPM.shape[1] > n:
         out_LPM[:, n:].fill_(INT64_MIN)
 
 
 class _Network:
-    """The bitonic top-k network for keys [L, n, M] (n = P * 2^m), as a list of elementwise max/min ops on
-    views of two preallocated ping-pong buffers: built once per shape, then replayed without allocating."""
+    """The bitonic top-k network for keys [L, n, M] (n = P * 2^m), as a list of ops on views of two preallocated
+    ping-pong buffers: built once per shape, then replayed without allocating. Blocks that a bitonic sort wants
+    ascending are stored bit-inverted (~key reverses the order), so every compare-exchange is the same
+    "max first" pair of ops over the whole tensor."""
 
     def __init__(self, L: int, n: int, M: int, k: int, device):
         P = 1 << (k - 1).bit_length()
@@ -46,49 +48,60 @@ class _Network:
         self.input = self.bufs[0].view(L, n, M)
         self.ops: list = []
         self.cur, self.L, self.M = 0, L, M
+        if P == 1 and n > 1:  # blocks of one are sorted both ways: store the odd (ascending) ones inverted
+            self._invert(self._view(0, n).view(L, -1, 2, 1, M)[:, :, 1])
         s = 2
-        while s <= P:  # sort every block of P, alternately descending / ascending
+        while s <= P:  # sort every block of s: even blocks descending, odd ones ascending (stored inverted)
+            X = self._view(self.cur, n)
+            if s == 2:  # inverted where (i // 2) is odd
+                self._invert(X.view(L, -1, 2, 2, M)[:, :, 1])
+            elif s == n:  # one block: un-invert where (i // (s/2)) was odd
+                self._invert(X.view(L, 2, s // 2, M)[:, 1])
+            else:  # inverted where (i // s) is odd; it was where (i // (s/2)) was odd
+                V = X.view(L, n // (2 * s), 2, 2, s // 2, M)
+                self._invert(V[:, :, 0, 1])
+                self._invert(V[:, :, 1, 0])
             j = s // 2
             while j >= 1:
-                self._stage(n, s, j)
+                self._stage(n, j)
                 j //= 2
             s *= 2
         m = n
-        while m > P:  # merge pairs (descending, ascending): the elementwise max keeps the P largest of the two
+        while m > P:  # merge pairs (descending A, ascending B): max(A_i, B_i) keeps the P largest of the two
             V = self._view(self.cur, m).view(L, m // (2 * P), 2, P, M)
             out = self._view(1 - self.cur, m // 2).view(L, m // (2 * P), P, M)
+            self._invert(V[:, :, 1])
             self.ops.append((torch.maximum, V[:, :, 0], V[:, :, 1], out))
             self.cur, m = 1 - self.cur, m // 2
             if m > P or P > k:  # re-sort the merged (bitonic) blocks, unless all of the last block wins
+                if m > P:
+                    self._invert(self._view(self.cur, m).view(L, m // (2 * P), 2, P, M)[:, :, 1])
                 j = P // 2
                 while j >= 1:
-                    self._stage(m, P, j)
+                    self._stage(m, j)
                     j //= 2
         self.result = self._view(self.cur, P)[:, :k]
 
     def _view(self, b: int, m: int) -> torch.Tensor:
         return self.bufs[b][: self.L * m * self.M].view(self.L, m, self.M)
 
-    def _stage(self, m: int, s: int, j: int) -> None:
-        """Compare-exchange i against i + j inside blocks of s along axis 1, blocks sorted descending at even
-        block index and ascending at odd (a single block: descending)."""
-        X, Y = self._view(self.cur, m), self._view(1 - self.cur, m)
-        L, M, nb = self.L, self.M, m // s
-        if nb == 1:
-            V, W = X.view(L, s // (2 * j), 2, j, M), Y.view(L, s // (2 * j), 2, j, M)
-            self.ops += [(torch.maximum, V[:, :, 0], V[:, :, 1], W[:, :, 0]),
-                         (torch.minimum, V[:, :, 0], V[:, :, 1], W[:, :, 1])]
-        else:
-            shape = (L, nb // 2, 2, s // (2 * j), 2, j, M)
-            V, W = X.view(shape), Y.view(shape)
-            for d, (first, second) in enumerate(((torch.maximum, torch.minimum), (torch.minimum, torch.maximum))):
-                a, b = V[:, :, d, :, 0], V[:, :, d, :, 1]
-                self.ops += [(first, a, b, W[:, :, d, :, 0]), (second, a, b, W[:, :, d, :, 1])]
+    def _invert(self, view: torch.Tensor) -> None:
+        self.ops.append((torch.bitwise_not, view, None, view))
+
+    def _stage(self, m: int, j: int) -> None:
+        """Compare-exchange i against i + j (i with bit j clear) along axis 1: max to i, min to i + j."""
+        shape = (self.L, m // (2 * j), 2, j, self.M)
+        V, W = self._view(self.cur, m).view(shape), self._view(1 - self.cur, m).view(shape)
+        self.ops += [(torch.maximum, V[:, :, 0], V[:, :, 1], W[:, :, 0]),
+                     (torch.minimum, V[:, :, 0], V[:, :, 1], W[:, :, 1])]
         self.cur = 1 - self.cur
 
     def run(self) -> torch.Tensor:
         for fn, a, b, out in self.ops:
-            fn(a, b, out=out)
+            if b is None:
+                fn(a, out=out)
+            else:
+                fn(a, b, out=out)
         return self.result
 
 

@@ -201,18 +201,20 @@ def _cebench(ckpts, model, config, input) -> list[dict]:
     return out
 
 
+def _evaluate(eval_name, ckpts, model, config, input, workdir) -> tuple[list[dict], dict]:
+    """One eval of several checkpoints (a condition's seeds, or one baseline) on the same data: (summaries, facts)."""
+    if eval_name == "saebench_core":
+        rows, facts = core_data(config, input, model)
+        return [_core(c, model, rows, facts, config) for c in ckpts], facts
+    if eval_name == "saebench_sparse_probing":
+        return _sparse_probing(ckpts, model, config, workdir), {"dataset_name": "sae-probes' datasets"}
+    return _cebench(ckpts, model, config, input), {"dataset_name": W.settings(config)["cebench"]["dataset"]}
+
+
 def _condition_eval(eval_name, input, output, params, config, rule) -> None:
     model = _model(config, input)
     ckpts = _checkpoints(input)
-    if eval_name == "saebench_core":
-        rows, facts = core_data(config, input, model)
-        summaries = [_core(c, model, rows, facts, config) for c in ckpts]
-    elif eval_name == "saebench_sparse_probing":
-        facts = {"dataset_name": "sae-probes datasets (shipped with sae-probes)"}
-        summaries = _sparse_probing(ckpts, model, config, Path(output.summaries[0]).parent.parent)
-    else:
-        facts = {"dataset_name": W.settings(config)["cebench"]["dataset"]}
-        summaries = _cebench(ckpts, model, config, input)
+    summaries, facts = _evaluate(eval_name, ckpts, model, config, input, Path(output.summaries[0]).parent.parent)
     inputs = [*input.weights, *input.train, *_data_inputs(input)]
     for path, ckpt, s in zip(output.summaries, ckpts, summaries, strict=True):
         if s.get("condition") != params.condition or s.get("hook") != params.hook:
@@ -242,15 +244,7 @@ def external_baseline(input, output, params, config, rule):
     manifest = read_json(input.baseline_manifest)
     for name, digest in manifest["files"].items():
         verify_sha256(ckpt / name, digest, what=f"baseline {params.baseline} {name}")
-    if params.eval_name == "saebench_core":
-        rows, facts = core_data(config, input, model)
-        s = _core(ckpt, model, rows, facts, config)
-    elif params.eval_name == "saebench_sparse_probing":
-        facts = {"dataset_name": "sae-probes datasets (shipped with sae-probes)"}
-        s = _sparse_probing([ckpt], model, config, Path(output.json).parent)[0]
-    else:
-        facts = {"dataset_name": W.settings(config)["cebench"]["dataset"]}
-        s = _cebench([ckpt], model, config, input)[0]
+    (s,), facts = _evaluate(params.eval_name, [ckpt], model, config, input, Path(output.json).parent)
     inputs = [input.cfg, input.weights, input.baseline_manifest, *_data_inputs(input)]
     _write(output.json, s, config, rule, inputs, baseline_id=params.baseline, baseline_source=manifest["source"],
            run=_run_info(config, facts))

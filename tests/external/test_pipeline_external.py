@@ -83,6 +83,12 @@ def test_text_evals_are_refused_on_the_toy_model(toy, ev):
         W.check_external_config(cfg)
 
 
+def test_toy_core_eval_needs_the_equals_position(toy):
+    with pytest.raises(ConfigError, match=r"external/saebench_core: the toy's SAEs are trained at "
+                                          r"activations/position=1.*position 2"):
+        W.check_external_config(_with(toy, "activations/position", 1))
+
+
 def test_baseline_without_summaries_needs_a_source(toy):
     cfg = copy.deepcopy(toy)
     del cfg["external"]["baselines"]["entries"][0]["source"]

@@ -115,6 +115,10 @@ def check_external_config(config: dict, source: str = "config") -> None:
         if e in NEEDS_TOKENIZER and is_toy(config):
             raise ConfigError(f"{where}/{e}/enabled: true, but the toy model ({config['model']['name']}, kind "
                               f"toy_modular_addition) has no tokenizer and {e} tokenizes text; disable it")
+    if "saebench_core" in enabled_evals(config) and is_toy(config) and config["activations"]["position"] != 2:
+        raise ConfigError(f"{where}/saebench_core: the toy's SAEs are trained at activations/position="
+                          f"{config['activations']['position']}, but SAEBench can only be told which positions to "
+                          "score by token id, which singles out the `=` token (position 2) alone; use position 2")
     ce = ext.get("cebench") or {}
     if ce.get("enabled"):
         for key in ("dataset", "revision"):

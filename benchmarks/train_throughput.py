@@ -119,7 +119,18 @@ def run_sae_lens_multi(a, x, sparse: bool) -> Clock:
 def machine(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name()
-    return f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.processor() or 'unknown model'})"
+    model = platform.processor() or "unknown model"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core {platform.machine()} CPU ({model})"
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages: on a shared machine, how busy it was while we measured."""
+    return " / ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
 
 
 def main(argv=None) -> dict:
@@ -144,6 +155,7 @@ def main(argv=None) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     x = data(max(a.batch * 50, 20000), a.d_in)
+    load_before = load()
     tokens = a.seeds * a.steps * a.batch
     warm = argparse.Namespace(**{**vars(a), "steps": 5, "seeds": 1})
     results = {}
@@ -174,6 +186,7 @@ def main(argv=None) -> dict:
     husai = results["husai seed-batched"]["seed_tokens_per_s"]
     flops_per_token = 12 * a.d_in * a.d_sae
     print(f"machine: {machine(a.device)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(f"load average (1/5/15 min) before: {load_before}; after: {load()}")
     print(f"d_in {a.d_in}, d_sae {a.d_sae}, k {a.k}, batch {a.batch}, seeds {a.seeds}, steps {a.steps}, "
           f"husai dtype {a.dtype}{' + compile' if a.compile else ''}")
     print(f"best of {a.repeats} interleaved runs each")
@@ -192,7 +205,8 @@ def main(argv=None) -> dict:
         print(f"{name:<40}not run: {why}")
     if base:
         print(f"husai / fastest sae-lens sequential: {husai / base:.2f}x")
-    out = {"args": vars(a), "machine": machine(a.device), "results": results, "failed": failed}
+    out = {"args": vars(a), "machine": machine(a.device), "load_before": load_before, "load_after": load(),
+           "results": results, "failed": failed}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -96,28 +96,6 @@ def make_optimizer(sae: BatchedSAE, tc: TrainConfig) -> torch.optim.Adam:
     return torch.optim.Adam(sae.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=True)
 
 
-@torch.no_grad()
-def adam_step(opt: torch.optim.Adam) -> None:
-    """`opt.step()` for make_optimizer's fused Adam, minus Optimizer.step's Python bookkeeping (~0.15 ms a step on
-    CPU, 3% of an embedded-size step): the same two kernels torch.optim.adam._fused_adam runs, so bit-identical
-    (tests/test_training_adam.py). Any other set-up (first step, other options) goes through `opt.step()`."""
-    group = opt.param_groups[0]
-    params = group["params"]
-    states = [opt.state.get(p) for p in params]
-    if (len(opt.param_groups) != 1 or not group["fused"] or group["amsgrad"] or group["weight_decay"]
-            or group["maximize"] or group["decoupled_weight_decay"] or getattr(opt, "grad_scale", None) is not None
-            or any(p.grad is None or not st for p, st in zip(params, states, strict=True))):
-        opt.step()
-        return
-    steps = [st["step"] for st in states]
-    torch._foreach_add_(steps, 1)
-    beta1, beta2 = group["betas"]
-    torch._fused_adam_(params, [p.grad for p in params], [st["exp_avg"] for st in states],
-                       [st["exp_avg_sq"] for st in states], [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
-                       beta2=beta2, weight_decay=0.0, eps=group["eps"], maximize=False, grad_scale=None,
-                       found_inf=None)
-
-
 def _state_tensors(sae: BatchedSAE, opt, steps_since_fired, regularizer) -> dict:
     out = {f"param.{n}": t for n, t in sae.state_dict().items()}
     for n, p in sae.named_parameters():
@@ -267,7 +245,7 @@ def train_seed_batched(
         else:
             loss_S.sum().backward()
         sae.remove_parallel_decoder_grad_()
-        adam_step(opt)
+        opt.step()
         sae.normalize_decoder_()
         sae.post_step_(step, tc.steps, out)
         with torch.no_grad():

@@ -82,7 +82,8 @@ def topk_step_grads(sae, x_BD: torch.Tensor, y_BD: torch.Tensor, dead_SF: torch.
     c_SF = b_enc - torch.bmm(b_dec.unsqueeze(1), W_enc).squeeze(1) if sub_b_dec else b_enc
     K = sae.cfg.k
     if network_applies(F, K, x_BD.device):  # pre-activations as [S, F, B]: the selection network's layout
-        preT = torch.baddbmm(c_SF.unsqueeze(2), W_enc.transpose(1, 2), x_BD.t().unsqueeze(0).expand(S, D, B))
+        preT = torch.bmm(W_enc.transpose(1, 2), x_BD.t().unsqueeze(0).expand(S, D, B),
+                         out=_buffer(sae, "pre", (S, F, B), W_enc)).add_(c_SF.unsqueeze(2))
         idxT = topk_indices_T(preT, K)
         pre = preT.transpose(1, 2)  # (a view; only AuxK reads it)
         idx, pv = idxT.transpose(1, 2).contiguous(), preT.gather(1, idxT).transpose(1, 2).contiguous()

@@ -9,6 +9,7 @@ from saes_helpers import cfg_for, data, targets_for
 
 import husai.training
 from husai.saes import SAEConfig, build_sae
+from husai.saes.topk_select import network_applies
 from husai.training import TrainConfig, train_seed_batched
 
 
@@ -25,9 +26,11 @@ def _sae(arch, seeds, **over):
 
 @pytest.mark.parametrize("arch", ["topk", "topk_transcoder"])
 @pytest.mark.parametrize("n_dead", [0, 5, 40])
-def test_explicit_grads_equal_autograd(arch, n_dead):
-    sae, x, y = _sae(arch, [2, 9], aux_k=6)
+@pytest.mark.parametrize("d_sae", [32, 64])  # 64: pre-activations as [S, F, B] for the selection network
+def test_explicit_grads_equal_autograd(arch, n_dead, d_sae):
+    sae, x, y = _sae(arch, [2, 9], aux_k=6, d_sae=d_sae)
     S, F = sae.n_seeds, sae.cfg.d_sae
+    assert network_applies(F, sae.cfg.k, x.device) == (d_sae == 64)
     dead = torch.zeros(S, F, dtype=torch.bool)
     dead[0, :n_dead] = True  # seed 0 has dead latents (maybe more than aux_k), seed 1 has none
     scale = 1.7

@@ -36,10 +36,10 @@ def _buffer(sae, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _decoder_dot(g_SBO: torch.Tensor, W_flat: torch.Tensor, flat_SBK: torch.Tensor, rows=None) -> torch.Tensor:
+def _decoder_dot(g_SBO: torch.Tensor, W_flat: torch.Tensor, flat_SBK: torch.Tensor) -> torch.Tensor:
     """[S, B, K]: <g[s,b], W_flat[flat[s,b,j]]>, the gradient of an embedding_bag decode w.r.t. its weights."""
     S, B, K = flat_SBK.shape
-    rows = torch.index_select(W_flat, 0, flat_SBK.reshape(-1), out=rows).view(S * B, K, -1)
+    rows = W_flat.index_select(0, flat_SBK.reshape(-1)).view(S * B, K, -1)
     return torch.bmm(g_SBO.reshape(S * B, 1, -1), rows.transpose(1, 2)).view(S, B, K)
 
 

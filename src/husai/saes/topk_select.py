@@ -22,6 +22,7 @@ import threading
 import torch
 
 INT64_MIN = -(2**63)
+CACHE_BYTES = 64 << 20  # networks whose two buffers fit in this are kept per thread between calls
 _PLANS = threading.local()  # per thread: the networks (buffers and views) built so far, by shape
 
 
@@ -115,9 +116,9 @@ def top_keys(v_LNM: torch.Tensor, k: int) -> torch.Tensor:
     if plans is None or len(plans) > 16:
         plans = _PLANS.plans = {}
     key = (L, n_pad, M, k, v_LNM.device)
-    if key not in plans:
-        plans[key] = _Network(L, n_pad, M, k, v_LNM.device)
-    net = plans[key]
+    net = plans.get(key) or _Network(L, n_pad, M, k, v_LNM.device)
+    if 2 * 8 * L * n_pad * M <= CACHE_BYTES:  # keep small networks for the next step; rebuild large ones
+        plans[key] = net
     _write_keys(v_LNM, net.input)
     return net.run() & 0xFFFFFFFF
 

@@ -8,7 +8,9 @@ assignment, step) is written as safetensors, and a killed job resumes from it an
 Speed: the step has no host synchronisation on CUDA (dead-latent counters, the NaN check and the AuxK
 switch stay on the device; the host only reads them on logging/checkpoint steps), TopK-family decoders are
 sparse gathers (see husai.saes.topk), and `TrainConfig.compile` wraps the forward+loss in torch.compile.
-On CPU a per-step check costs nothing, so a NaN stops the run at once there.
+On CPU a per-step check costs nothing, so a NaN stops the run at once there. On CPU in fp32, architectures with a
+hand-written backward (TopK: husai.saes.topk_grad, same math, sparse weight gradients and a sorting-network
+selection) skip autograd (`EXPLICIT_GRADS`); see benchmarks/README_training.md for what that buys.
 
 Precision (`TrainConfig.dtype`): "float32", or "bfloat16" = fp32 master parameters and Adam state, with the
 encoder/decoder products run in bf16 (parameters cast per step, gradients flow back to the fp32 masters) and

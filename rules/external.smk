@@ -7,7 +7,6 @@ import os
 from husai.external import workflow as external_wf
 
 
-external_wf.check_external_config(config, source="config")
 EXT = external_wf.settings(config)
 EXT_EVALS = external_wf.enabled_evals(config)
 EXT_GPUS = 1 if EXT.get("device", "cpu").startswith("cuda") else 0

@@ -170,8 +170,11 @@ if IS_TOY and "known_circuit" in CONDITION_LANES:
         script:
             "../workflow/scripts/control_model.py"
 
+    # Same recipe as the real condition: a calibrated condition's control trains with its calibrated coefficient.
     rule train_control_condition:
         input:
+            unpack(lambda wc: {"calibration": calibration_file(wc.hook, wc.condition)}
+                   if CONDITION_SPECS[wc.condition].get("calibrate") else {}),
             manifest=f"{CONTROL_DIR}/{{hook}}/manifest.json",
             qc=f"{CONTROL_DIR}/{{hook}}/qc.json",
             acts=f"{CONTROL_DIR}/{{hook}}/acts.npy",

@@ -98,3 +98,15 @@ def test_console_script_exit_codes(study, tmp_path):
         res = subprocess.run([str(script), "check-config", str(REPO / "config" / "config.yaml")],
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
+
+
+def test_check_config_runs_the_external_benchmark_checks(tmp_path, capsys):
+    """check-config refuses what Snakemake would refuse before any job: here an unpinned CE-Bench revision."""
+    cfg = yaml.safe_load((REPO / "config" / "b200.yaml").read_text())
+    assert main(["check-config", str(REPO / "config" / "b200.yaml")]) == 0
+    cfg["external"]["cebench"]["revision"] = "main"
+    bad = tmp_path / "b200_unpinned.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main(["check-config", str(bad), "--policy", str(REPO / "config" / "policy_b200.yaml")]) == 1
+    assert "external/cebench/revision: 'main' does not pin" in capsys.readouterr().err

@@ -131,7 +131,8 @@ def _figures(tmp: Path, paths: dict, policy: dict, release: dict, load) -> list[
         ms = [load(p) for p in paths["seed_metrics"][c]]
         st = cons[c]["statistics"][stat]["trained"]
         rows.append({"condition": c, "l0": [m["l0"] for m in ms], "ev": [m["explained_variance"] for m in ms],
-                     "cons": {"mean": st["mean"], "low": st["interval"]["low"], "high": st["interval"]["high"]}})
+                     "cons": {"mean": st["mean"], "low": st["interval"]["low"], "high": st["interval"]["high"]},
+                     "regularised": bool(cons[c].get("regularised"))})
     seed_files = [p for c in paths["conditions"] for p in paths["seed_metrics"][c]]
     add("frontier", "frontier.rst", seed_files + all_cons,
         figures.frontier(rows, fig / "frontier.png", fig / "frontier.pdf", stat))

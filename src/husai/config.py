@@ -135,6 +135,9 @@ def check_config(config: dict[str, Any], source: str = "config", policy: dict | 
                                   f"known: {hooks}")
         if config["activations"]["n_shards"] > p * p:
             raise ConfigError(f"{source}: activations/n_shards exceeds the {p * p} input pairs")
+    from husai.external.workflow import check_external_config  # imported here: that module imports this one
+
+    check_external_config(config, source=source)
     if policy is not None:
         check_policy(policy)
         need = policy["min_seeds"]

@@ -70,14 +70,18 @@ def trained_vs_chance(consistency: dict[str, dict], png, pdf=None, candidate: st
             m, lo, hi = (np.array(v, dtype=float) for v in zip(*pts, strict=True))
             ax.errorbar(x + dx, m, yerr=[m - lo, hi - m], fmt=marker, color=color, capsize=3,
                         label=key.replace("_", " "))
-        ax.set_xticks(x, [lab + (" *" if c == candidate else "") for c, lab in zip(conds, labels, strict=True)],
-                      rotation=20, ha="right", fontsize=8)
+        ax.set_xticks(x, [lab + (" *" if c == candidate else "") + (" (λ>0)" if consistency[c].get("regularised")
+                                                                     else "")
+                          for c, lab in zip(conds, labels, strict=True)], rotation=20, ha="right", fontsize=8)
         ax.set_title(name, fontsize=10)
         ax.set_ylim(bottom=0)
     axes[0][0].set_ylabel("cross-seed similarity")
     axes[0][0].legend(fontsize=7, loc="best")
+    inflated = any(v.get("regularised") for v in consistency.values())
     fig.suptitle("Trained vs chance (95% intervals: seed bootstrap for trained, Student t over draws for chance)"
-                 + ("; * = candidate" if candidate else "") + where, fontsize=9)
+                 + ("; * = candidate" if candidate else "")
+                 + ("; λ>0: inflated by construction, judged in regularised.json" if inflated else "") + where,
+                 fontsize=9)
     fig.tight_layout()
     return save(fig, png, pdf)
 
@@ -86,7 +90,8 @@ def frontier(rows: list[dict], png, pdf=None, statistic: str = "pwmcc") -> list[
     """The L0-EV-consistency frontier: per condition, seed mean ± sd of L0 against explained variance, and
     against the trained consistency statistic with its bootstrap interval.
 
-    rows: {condition, l0: [per seed], ev: [per seed], cons: {mean, low, high}}."""
+    rows: {condition, l0: [per seed], ev: [per seed], cons: {mean, low, high}, regularised: bool (optional)}.
+    A regularised (lambda > 0) condition's consistency is drawn hollow: it is inflated by construction."""
     plt = _plt()
     def sd(v):
         return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
@@ -101,11 +106,12 @@ def frontier(rows: list[dict], png, pdf=None, statistic: str = "pwmcc") -> list[
         if r.get("cons"):
             c = r["cons"]
             a2.errorbar(l0.mean(), c["mean"], xerr=sd(l0), yerr=[[c["mean"] - c["low"]], [c["high"] - c["mean"]]],
-                        fmt="o", color=color, capsize=3)
+                        fmt="o", color=color, capsize=3, mfc="none" if r.get("regularised") else color)
     a1.set_xlabel("L0 (mean ± sd over seeds)")
     a1.set_ylabel("explained variance (mean ± sd)")
     a2.set_xlabel("L0 (mean ± sd over seeds)")
-    a2.set_ylabel(f"{statistic}, trained (95% seed bootstrap)")
+    a2.set_ylabel(f"{statistic}, trained (95% seed bootstrap)"
+                  + ("; hollow = λ>0, inflated" if any(r.get("regularised") for r in rows) else ""))
     a1.legend(fontsize=7)
     fig.suptitle("Sparsity, reconstruction and consistency per condition" + where, fontsize=10)
     fig.tight_layout()

@@ -302,7 +302,8 @@ def train_control_condition(input, output, params, config, rule):
     from husai.training import train_seed_batched
 
     data = A.load_verified_dataset(input.manifest, input.qc)
-    sae_cfg, tc = sae_config_for(config, params.condition, data["train"].shape[1])
+    calibration = read_json(input.calibration) if getattr(input, "calibration", None) else None
+    sae_cfg, tc = sae_config_for(config, params.condition, data["train"].shape[1], calibration)
     seeds = [int(s) for s in config["sae"]["seeds"]]
     state = Path(output.decoders).parent / "trainer_state.safetensors"
     sae, log = train_seed_batched(sae_cfg, tc, data["train"], seeds, state_path=state)
@@ -311,6 +312,8 @@ def train_control_condition(input, output, params, config, rule):
     write_json(output.train, {
         "condition": params.condition, "hook": params.hook, "seeds": seeds, "control": "random-init model",
         "decoders_sha256": sha256_file(output.decoders), "sae_config": sae_cfg.to_dict(),
+        "calibration": {"path": str(input.calibration), "sha256": sha256_file(input.calibration),
+                        "coefficient": calibration["chosen_coefficient"]} if calibration else None,
         "train_config": config["sae"]["training"], "seconds": log["seconds"],
         "final": {k: log[k][-1] for k in ("fvu", "l0", "dead_fraction") if log.get(k)},
         "provenance": provenance(rule=rule, config=config, inputs=[input.manifest, input.qc], seed=seeds,

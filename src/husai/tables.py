@@ -275,12 +275,15 @@ def headline_tables(paths: dict, release: dict, load: Callable[[str], Any]) -> d
             keys = [("trained", "mean"), ("trained", "interval", "low"), ("trained", "interval", "high"),
                     ("chance_reference",), (ref, "mean"), (ref, "low"), (ref, "high"), ("delta_vs_chance", "point"),
                     ("delta_vs_chance", "lcb"), ("permutation", "p_value")]
-            rows.append([_lit(c), _lit(name), *(_src(f, "statistics", name, *k) for k in keys), p_adj])
+            rows.append([_lit(c), _lit(name), *(_src(f, "statistics", name, *k) for k in keys), p_adj,
+                         _opt(load, f, "regularised")])
     out["consistency"] = _table(
         "Cross-seed consistency: trained (95% seed bootstrap) vs the higher chance level (95% t interval), "
-        "trained - chance (point, one-sided 95% LCB), permutation p, BH-adjusted p (gate statistic)", [
+        "trained - chance (point, one-sided 95% LCB), permutation p, BH-adjusted p (gate statistic); regularised = "
+        "lam > 0, whose within-condition consistency is inflated by construction (judged in regularised.json)", [
             "condition", "statistic", "trained_mean", "trained_low", "trained_high", "chance_reference", "chance_mean",
-            "chance_low", "chance_high", "delta_point", "delta_lcb", "permutation_p", "p_bh_adjusted"], rows, load,
+            "chance_low", "chance_high", "delta_point", "delta_lcb", "permutation_p", "p_bh_adjusted", "regularised"],
+        rows, load,
         key_columns=(0, 1))
     rows = []
     for i, g in enumerate(release.get("gates", [])):

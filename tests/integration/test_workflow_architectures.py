@@ -114,3 +114,6 @@ def test_the_regularised_condition_is_judged_against_held_out_seeds(run):
     assert key not in report["multiple_testing"]["conditions"] and report["candidate"] != key
     sel = _read(run["work"] / "results/release/selected_candidate.json")
     assert key in {d["condition"] for d in sel["dropped"]} and key not in sel["ranking"]
+    # its own consistency.json says it is inflated; its unregularised sibling's does not
+    assert _read(run["cons"] / "topk-w48-k4-lam0.5" / "consistency.json")["regularised"] is True
+    assert _read(run["cons"] / "topk-w48-k4-lam0" / "consistency.json")["regularised"] is False

@@ -198,3 +198,24 @@ def test_known_circuit_lane_with_random_init_control(study):
     assert len(rep["trained"]["per_seed"]) == 3 and len(rep["random_init_model"]["per_seed"]) == 3
     assert rep["delta_vs_random_init"]["paired_by_seed"] and len(data["key_frequencies"]["frequencies"]) == 2
     assert "basis_KD" not in data["basis"]
+
+
+def test_control_of_a_calibrated_condition_trains_with_the_calibrated_coefficient(study):
+    """The random-init control follows the real condition's recipe: the calibrated L1, not the configured one."""
+    ctrl = study.root / "control"
+    if not (ctrl / "manifest.json").exists():
+        pytest.skip("needs the control activations of test_known_circuit_lane_with_random_init_control")
+    relu = {"architecture": "relu", "width": 24, "k": 3, "lam": 0, "calibrate": True, "l1_coefficient": 0.02}
+    cfg = {**study.config, "sae": {**study.config["sae"], "conditions": [COND, relu]}}
+    cid = condition_id(relu)
+    cal = study.root / "calibration.json"
+    write_json(cal, {"condition": cid, "coefficient_name": "l1_coefficient", "chosen_coefficient": 0.123,
+                     "target_l0": 3, "achieved_l0": 3.1, "status": "within_tolerance"})
+    out = ns(decoders=str(ctrl / cid / "decoders.safetensors"), train=str(ctrl / cid / "train.json"))
+    inputs = ns(manifest=str(ctrl / "manifest.json"), qc=str(ctrl / "qc.json"), acts=str(ctrl / "acts.npy"))
+    train_control_condition(ns(**vars(inputs), calibration=str(cal)), out, ns(hook=HOOK, condition=cid), cfg,
+                            "train_control_condition")
+    rec = read_json(out.train)
+    assert rec["sae_config"]["l1_coefficient"] == 0.123 and rec["calibration"]["coefficient"] == 0.123
+    train_control_condition(inputs, out, ns(hook=HOOK, condition=cid), cfg, "train_control_condition")
+    assert read_json(out.train)["sae_config"]["l1_coefficient"] == 0.02 and read_json(out.train)["calibration"] is None

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from husai.config import ConfigError, _validate, load_yaml
+from husai.config import ConfigError, _validate, all_conditions, load_yaml
 from husai.external import external_gate
 from husai.external import saebench as sb
 from husai.external import workflow as W
@@ -110,7 +110,7 @@ def test_files_the_workflow_makes(toy, b200):
                                       for s in (0, 1, 2)]
     assert W.baselines_to_evaluate(toy) == [("tiny-topk-baseline", "saebench_core")]
     assert W.all_files(toy)[-1] == "results/external/baselines/tiny-topk-baseline/saebench_core.json"
-    n_keys = len(b200["activations"]["hooks"]) * len(b200["sae"]["conditions"])
+    n_keys = len(b200["activations"]["hooks"]) * len(all_conditions(b200))
     assert len(W.candidate_files(b200)) == 3 * n_keys * len(b200["sae"]["seeds"])
     assert len(W.baselines_to_evaluate(b200)) == 3 * len(b200["external"]["baselines"]["entries"])
     assert W.cebench_rows_file(b200) == "cache/cebench/GulkoA_contrastive-stories-v4@" + "0" * 40 + ".jsonl"
@@ -281,7 +281,7 @@ def test_b200_dry_run_schedules_the_external_jobs(repo, b200):
                           "--cores", "2"], cwd=repo, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", res.stdout, re.M)}
-    n_keys = len(b200["activations"]["hooks"]) * len(b200["sae"]["conditions"])
+    n_keys = len(b200["activations"]["hooks"]) * len(all_conditions(b200))
     n_entries = len(b200["external"]["baselines"]["entries"])
     assert {r: counts.get(r) for r in ("saebench_core", "saebench_sparse_probing", "cebench")} == dict.fromkeys(
         ("saebench_core", "saebench_sparse_probing", "cebench"), n_keys)

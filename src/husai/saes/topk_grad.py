@@ -36,13 +36,6 @@ def _buffer(sae, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _decoder_dot(g_SBO: torch.Tensor, W_flat: torch.Tensor, flat_SBK: torch.Tensor) -> torch.Tensor:
-    """[S, B, K]: <g[s,b], W_flat[flat[s,b,j]]>, the gradient of an embedding_bag decode w.r.t. its weights."""
-    S, B, K = flat_SBK.shape
-    rows = W_flat.index_select(0, flat_SBK.reshape(-1)).view(S * B, K, -1)
-    return torch.bmm(g_SBO.reshape(S * B, 1, -1), rows.transpose(1, 2)).view(S, B, K)
-
-
 def _aux_terms(sae, y_BD, r_SBO, pre_SBF, dead_SF, W_flat, seed_off):
     """AuxK forward and its gradient: (aux_S, flat idx, decoded values, d aux / d values, isfinite mask).
     The same computation as TopKSAE.aux_loss: dead latents' raw pre-activations reconstruct the detached
@@ -64,7 +57,10 @@ def _aux_terms(sae, y_BD, r_SBO, pre_SBF, dead_SF, W_flat, seed_off):
     scale_S = (dead_SF.sum(dim=1).to(num.dtype) / k_aux).clamp(max=1.0)
     aux = cfg.aux_k_coefficient * scale_S * num / den
     g_rh = e * (2 * cfg.aux_k_coefficient * scale_S / den).view(S, 1, 1)
-    return aux, flat, va, g_rh, _decoder_dot(g_rh, W_flat, flat) * fin
+    # k_aux (d_in / 2) is a large share of d_sae: one dense [B, O] x [O, F] product per seed, then a gather, costs
+    # far less than gathering k_aux decoder rows per token (a [S * B * k_aux, O] temporary).
+    g_va = torch.bmm(g_rh, sae.W_dec_SFD.transpose(1, 2)).gather(-1, idx)
+    return aux, flat, va, g_rh, g_va * fin
 
 
 @torch.no_grad()
@@ -109,10 +105,9 @@ def topk_step_grads(sae, x_BD: torch.Tensor, y_BD: torch.Tensor, dead_SF: torch.
     # The weight gradients, one seed at a time: each seed's [B, k, D] temporaries (1 MB at the embedded sizes)
     # stay in cache, where all seeds' at once (5 MB) measured slower on a loaded machine. Per seed, the main
     # entries then the AuxK ones: the same order whoever shares the batch.
-    Ke = K if idx_a is None else K + idx_a.shape[2]
     rows = _buffer(sae, "rows", (B * K, O), W_dec)
     dec_src = _buffer(sae, "dec_src", (B, K, O), W_dec)
-    enc_src = _buffer(sae, "enc_src", (B, Ke, D), W_enc)
+    enc_src = _buffer(sae, "enc_src", (B, K, D), W_enc)
     gW_dec = _buffer(sae, "grad_W_dec", (S, F, O), W_dec).zero_()
     gW_encT = _buffer(sae, "grad_W_enc_T", (S, F, D), W_enc).zero_()
     gW_enc = _buffer(sae, "grad_W_enc", tuple(W_enc.shape), W_enc)
@@ -126,13 +121,15 @@ def topk_step_grads(sae, x_BD: torch.Tensor, y_BD: torch.Tensor, dead_SF: torch.
         # decoder rows: value * output gradient, summed over the rows that chose the latent
         torch.mul(vals[s].unsqueeze(-1), g_r[s].unsqueeze(1), out=dec_src)
         gW_dec[s].index_add_(0, idx[s].reshape(-1), dec_src.view(-1, O))
-        idx_e, g_e = idx[s], g_pre[s]
-        if idx_a is not None:
-            gW_dec[s].index_add_(0, idx_a[s].reshape(-1), (va[s].unsqueeze(-1) * g_rh[s].unsqueeze(1)).view(-1, O))
-            idx_e, g_e = torch.cat([idx_e, idx_a[s]], dim=1), torch.cat([g_e, g_pre_a[s]], dim=1)
         # encoder columns: dL/dpre * (x - b_dec), summed over the rows that chose the latent
-        torch.mul(g_e.unsqueeze(-1), x_SBD[s].unsqueeze(1), out=enc_src)
-        gW_encT[s].index_add_(0, idx_e.reshape(-1), enc_src.view(-1, D))
+        torch.mul(g_pre[s].unsqueeze(-1), x_SBD[s].unsqueeze(1), out=enc_src)
+        gW_encT[s].index_add_(0, idx[s].reshape(-1), enc_src.view(-1, D))
+        if idx_a is not None:  # AuxK: k_aux of F latents per row, dense enough for two [F, B] x [B, *] products
+            # (each row's aux indices are distinct; padding entries carry value and gradient 0)
+            a_BF = torch.zeros(B, F, dtype=va.dtype, device=va.device).scatter_(1, idx_a[s], va[s])
+            gW_dec[s].addmm_(a_BF.t(), g_rh[s])
+            ga_BF = torch.zeros_like(a_BF).scatter_(1, idx_a[s], g_pre_a[s])
+            gW_encT[s].addmm_(ga_BF.t(), x_SBD[s])
         gW_enc[s].copy_(gW_encT[s].t())  # (a 2-D transposed copy takes torch's blocked transpose path)
     flat_e = flat if idx_a is None else torch.cat([flat, flat_a], dim=2)
     g_pre = g_pre if idx_a is None else torch.cat([g_pre, g_pre_a], dim=2)

@@ -10,13 +10,7 @@ from husai.calibration import calibrate_sparsity, interpolate
 from husai.saes import SAEConfig
 from husai.training import TrainConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster, and immune to a crowded CPU
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def _planted(n=3000, d=16, n_atoms=96, p=0.06, seed=0):

@@ -4,17 +4,7 @@ import copy
 
 import pytest
 
-from husai.config import ConfigError, check_config, load_yaml
-
-
-@pytest.fixture
-def cfg(repo):
-    return load_yaml(repo / "config" / "config.yaml")
-
-
-@pytest.fixture
-def policy(repo):
-    return load_yaml(repo / "config" / "policy.yaml")
+from husai.config import ConfigError, check_config
 
 
 def test_default_config_and_policy_are_valid(cfg, policy):
@@ -32,6 +22,10 @@ def test_default_config_and_policy_are_valid(cfg, policy):
     (lambda c: c["model"].update(kind="gpt9"), "model/kind"),
 ])
 def test_bad_config_is_named(cfg, policy, mutate, match):
+    _assert_refused(cfg, policy, mutate, match)
+
+
+def _assert_refused(cfg, policy, mutate, match):
     bad = copy.deepcopy(cfg)
     mutate(bad)
     with pytest.raises(ConfigError, match=match):
@@ -82,10 +76,7 @@ REG = {"reference_seed": 0, "assignment_update_interval": 50}
     (lambda c: c["sae"].update(conditions=[]), r"sae/conditions is empty and no sweep generates a condition"),
 ])
 def test_bad_regulariser_calibration_and_axis_config_is_named(cfg, policy, mutate, match):
-    bad = copy.deepcopy(cfg)
-    mutate(bad)
-    with pytest.raises(ConfigError, match=match):
-        check_config(bad, policy=policy)
+    _assert_refused(cfg, policy, mutate, match)
 
 
 def test_a_regularised_condition_with_its_sibling_is_valid(cfg, policy):

@@ -11,13 +11,7 @@ from husai.regularizer import AssignmentRegularizer, judge_regularised
 from husai.saes import SAEConfig
 from husai.training import TrainConfig, train_seed_batched
 
-
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def _data(n=2000, d=16, seed=0):

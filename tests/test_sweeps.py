@@ -5,18 +5,8 @@ import copy
 
 import pytest
 
-from husai.config import ConfigError, all_conditions, check_config, condition_id, expand_sweeps, load_config, load_yaml
+from husai.config import ConfigError, all_conditions, check_config, condition_id, expand_sweeps, load_config
 from husai.sweeps import expand
-
-
-@pytest.fixture
-def cfg(repo):
-    return load_yaml(repo / "config" / "config.yaml")
-
-
-@pytest.fixture
-def policy(repo):
-    return load_yaml(repo / "config" / "policy.yaml")
 
 
 def _ids(config):

@@ -80,7 +80,7 @@ def sibling_seed_files(name, wildcards):
 
 
 def all_regularised():
-    """The honest judgement of every regularised condition (read by release_policy through the lane inputs)."""
+    """The honest judgement of every regularised condition (release_policy puts each in its condition's entry)."""
     return [f"results/consistency/{MODEL}/{h}/{c}/regularised.json" for h in HOOKS for c in REGULARISED]
 
 
@@ -96,7 +96,6 @@ def lane_file(lane, hook="{hook}", condition="{condition}"):
 
 
 def all_lane_files():
-    """Lane JSONs, plus the regularised judgements: release_policy groups these inputs by their "lane" field, so
-    each judgement lands in the report's condition entry (no gate reads the "regularised" lane)."""
+    """Lane JSONs (release_policy groups them by their "lane" field)."""
     files = [lane_file(l, h, c) for l in CONDITION_LANES for h in HOOKS for c in CONDITIONS]
-    return files + ([f"results/lanes/{MODEL}/transcoder.json"] if TRANSCODER_LANE else []) + all_regularised()
+    return files + ([f"results/lanes/{MODEL}/transcoder.json"] if TRANSCODER_LANE else [])

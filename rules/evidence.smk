@@ -49,6 +49,7 @@ rule evidence_bundle_build:
         policy=config["policy"],
         model_metrics=MODEL_METRICS,
         lanes=all_lane_files(),
+        regularised=all_regularised(),
         qc=expand(f"results/activations/{MODEL}/{{hook}}/qc.json", hook=HOOKS),
         seed_metrics=all_seed_files("metrics.json"),
         consistency=all_consistency(),

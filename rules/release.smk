@@ -37,6 +37,7 @@ rule release_policy:
         manifest=expand(f"results/activations/{MODEL}/{{hook}}/manifest.json", hook=HOOKS),
         model_metrics=MODEL_METRICS,
         lanes=all_lane_files(),
+        regularised=all_regularised(),
         external=EXT_FILES,  # rules/external.smk: per-seed summaries and computed baseline summaries (if enabled)
         seed_metrics=all_seed_files("metrics.json"),
         consistency=all_consistency(),

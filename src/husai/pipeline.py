@@ -259,7 +259,8 @@ def release_policy(input, output, params, config, rule):
     # Regularised conditions' within-condition consistency is inflated by construction: not in the BH family.
     result = evaluate(policy, evidence, candidate, [c for c in conditions if c not in regularised_keys(config)])
     all_inputs = [input.policy, *input.qc, input.model_metrics, *input.manifest, input.selection,
-                  *input.seed_metrics, *input.consistency, *input.get("lanes", []), *input.get("external", []),
+                  *input.seed_metrics, *input.consistency, *input.get("lanes", []), *input.get("regularised", []),
+                  *input.get("external", []),
                   PLATFORM_DECISION]
     report = {
         "policy_id": policy["policy_id"], "policy_version": policy["version"], "run_id": run_id(config),
@@ -273,7 +274,8 @@ def release_policy(input, output, params, config, rule):
     }
     report["conditions"] = {c: _condition_summary(c, seed_metrics_all, consistency_by.get(c)) for c in conditions}
     report["external"] = external["report"]
-    mark_regularised(report["conditions"], evidence["lanes"].get("regularised", {}))
+    mark_regularised(report["conditions"],
+                     _lane_evidence(input.get("regularised", []), load).get("regularised", {}))
     write_json(output.json, report)
     write_text(output.md, render_markdown(report))
     print(f"decision: {report['decision']} ({report['severity']}); failed: "
